@@ -168,7 +168,10 @@ mod tests {
     fn refuses_deep_nesting_without_recursing_forever() {
         let mut deep = vec![b'l'; 100_000];
         deep.extend(vec![b'e'; 100_000]);
-        assert_eq!(validate(&deep).unwrap_err().reason, "nesting deeper than 64 levels");
+        assert_eq!(
+            validate(&deep).unwrap_err().reason,
+            "nesting deeper than 64 levels"
+        );
     }
 
     #[test]

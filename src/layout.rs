@@ -97,7 +97,8 @@ impl Layout {
 
     /// True if `offset..offset+len` lies inside piece `piece`.
     pub fn contains(&self, piece: PieceIndex, offset: u32, len: u32) -> bool {
-        piece.0 < self.piece_count() && u64::from(offset) + u64::from(len) <= u64::from(self.piece_len(piece))
+        piece.0 < self.piece_count()
+            && u64::from(offset) + u64::from(len) <= u64::from(self.piece_len(piece))
     }
 
     /// Splits `len` bytes at `offset` within `piece` at file boundaries. Zero-length files

@@ -5,6 +5,13 @@
 //! (`storage`, `hash`), and the front (`cli`).
 
 pub mod bencode;
+pub mod buffer;
+pub mod check;
+pub mod cli;
+pub mod creator;
+pub mod hash;
 pub mod layout;
+pub mod magnet;
 pub mod metainfo;
+pub mod storage;
 pub mod types;

@@ -79,7 +79,10 @@ fn info_value(spec: &TorrentSpec, pieces: &[[u8; 20]]) -> Value {
             .map(|f| {
                 dict(vec![
                     ("length", size(f.length)),
-                    ("path", Value::List(f.components.iter().map(|c| text(c)).collect())),
+                    (
+                        "path",
+                        Value::List(f.components.iter().map(|c| text(c)).collect()),
+                    ),
                 ])
             })
             .collect();
@@ -119,7 +122,8 @@ pub fn encode_torrent(spec: &TorrentSpec, pieces: &[[u8; 20]]) -> Vec<u8> {
     if let Some(t) = spec.creation_date {
         root.push(("creation date", Value::Int(t)));
     }
-    serde_bencode::to_bytes(&dict(root)).expect("serialising an in-memory bencode value cannot fail")
+    serde_bencode::to_bytes(&dict(root))
+        .expect("serialising an in-memory bencode value cannot fail")
 }
 
 #[cfg(test)]

@@ -46,7 +46,9 @@ pub enum MetainfoError {
     BadSize { field: &'static str, value: i64 },
     #[error("the total size is past 2^53 bytes")]
     TotalTooLarge,
-    #[error("info.pieces holds {have} hashes but {total} bytes in pieces of {piece_len} need {want}")]
+    #[error(
+        "info.pieces holds {have} hashes but {total} bytes in pieces of {piece_len} need {want}"
+    )]
     PieceCount {
         have: usize,
         want: u64,
@@ -126,10 +128,11 @@ impl Metainfo {
         let span = bencode::dict_value_span(bytes, b"info")?
             .ok_or(MetainfoError::Missing { field: "info" })?;
         let info_bytes = bytes[span].to_vec();
-        let root: Value = serde_bencode::from_bytes(bytes).map_err(|_| MetainfoError::WrongType {
-            field: "the file",
-            expected: "a bencoded dictionary",
-        })?;
+        let root: Value =
+            serde_bencode::from_bytes(bytes).map_err(|_| MetainfoError::WrongType {
+                field: "the file",
+                expected: "a bencoded dictionary",
+            })?;
         let root = as_dict(&root, "the file")?;
         let info = parse_info(
             root.get(&b"info"[..])
@@ -174,7 +177,11 @@ fn get_int(d: &Dict, key: &str, field: &'static str) -> Result<Option<i64>, Meta
     }
 }
 
-fn get_bytes<'a>(d: &'a Dict, key: &str, field: &'static str) -> Result<Option<&'a [u8]>, MetainfoError> {
+fn get_bytes<'a>(
+    d: &'a Dict,
+    key: &str,
+    field: &'static str,
+) -> Result<Option<&'a [u8]>, MetainfoError> {
     match d.get(key.as_bytes()) {
         None => Ok(None),
         Some(Value::Bytes(b)) => Ok(Some(b)),
@@ -206,8 +213,8 @@ fn parse_info(value: &Value) -> Result<Info, MetainfoError> {
         .or(get_bytes(d, "name", "info.name")?)
         .ok_or(MetainfoError::Missing { field: "info.name" })?;
     let name = String::from_utf8_lossy(name_bytes).into_owned();
-    let piece_length = get_int(d, "piece length", "info.piece length")?
-        .ok_or(MetainfoError::Missing {
+    let piece_length =
+        get_int(d, "piece length", "info.piece length")?.ok_or(MetainfoError::Missing {
             field: "info.piece length",
         })?;
     if piece_length < 1 || piece_length as u64 > MAX_PIECE_LENGTH {
@@ -215,8 +222,9 @@ fn parse_info(value: &Value) -> Result<Info, MetainfoError> {
             value: piece_length,
         });
     }
-    let pieces_raw = get_bytes(d, "pieces", "info.pieces")?
-        .ok_or(MetainfoError::Missing { field: "info.pieces" })?;
+    let pieces_raw = get_bytes(d, "pieces", "info.pieces")?.ok_or(MetainfoError::Missing {
+        field: "info.pieces",
+    })?;
     if pieces_raw.len() % 20 != 0 {
         return Err(MetainfoError::PiecesLength {
             len: pieces_raw.len(),
@@ -267,9 +275,11 @@ fn parse_info(value: &Value) -> Result<Info, MetainfoError> {
 
 fn parse_file_list(d: &Dict, root: &std::path::Path) -> Result<Vec<FileEntry>, MetainfoError> {
     let list = match d.get(&b"files"[..]) {
-        None => return Err(MetainfoError::Missing {
-            field: "info.length or info.files",
-        }),
+        None => {
+            return Err(MetainfoError::Missing {
+                field: "info.length or info.files",
+            })
+        }
         Some(Value::List(l)) => l,
         Some(_) => {
             return Err(MetainfoError::WrongType {
@@ -306,7 +316,9 @@ fn parse_file_list(d: &Dict, root: &std::path::Path) -> Result<Vec<FileEntry>, M
             offset,
             pad,
         });
-        offset = offset.checked_add(length).ok_or(MetainfoError::TotalTooLarge)?;
+        offset = offset
+            .checked_add(length)
+            .ok_or(MetainfoError::TotalTooLarge)?;
         if offset > MAX_TOTAL_LENGTH {
             return Err(MetainfoError::TotalTooLarge);
         }
@@ -317,8 +329,11 @@ fn parse_file_list(d: &Dict, root: &std::path::Path) -> Result<Vec<FileEntry>, M
 
 /// A file at `a/b` and another at `a/b/c` cannot both exist.
 fn refuse_file_dir_clashes(files: &[FileEntry]) -> Result<(), MetainfoError> {
-    let file_paths: HashSet<&std::path::Path> =
-        files.iter().filter(|f| !f.pad).map(|f| f.path.as_path()).collect();
+    let file_paths: HashSet<&std::path::Path> = files
+        .iter()
+        .filter(|f| !f.pad)
+        .map(|f| f.path.as_path())
+        .collect();
     for f in files.iter().filter(|f| !f.pad) {
         for ancestor in f.path.ancestors().skip(1) {
             if file_paths.contains(ancestor) {

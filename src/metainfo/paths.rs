@@ -104,6 +104,9 @@ mod tests {
     #[test]
     fn error_names_the_entry() {
         let err = safe_relative_path(&parts(&["a", "..", "b"])).unwrap_err();
-        assert_eq!(err.to_string(), "refused path \"a/../b\": '.' or '..' component");
+        assert_eq!(
+            err.to_string(),
+            "refused path \"a/../b\": '.' or '..' component"
+        );
     }
 }

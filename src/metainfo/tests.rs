@@ -37,7 +37,13 @@ fn multi_file_round_trip() {
     assert_eq!(m.info.piece_len(1), 9);
     assert_eq!(m.info.files[0].path, PathBuf::from("root/a/b c.txt"));
     assert_eq!(m.info.files[2].offset, 5);
-    assert_eq!(m.trackers, vec![vec!["http://a/announce".to_string()], vec!["udp://b:1".into()]]);
+    assert_eq!(
+        m.trackers,
+        vec![
+            vec!["http://a/announce".to_string()],
+            vec!["udp://b:1".into()]
+        ]
+    );
     assert_eq!(m.web_seeds, vec!["http://w/".to_string()]);
     assert_eq!(m.comment.as_deref(), Some("hi"));
     assert!(!m.info.single_file);
@@ -71,7 +77,9 @@ fn refusals_name_the_problem() {
         "info.piece length is 0; it must be between 1 and 256 MiB"
     );
     assert_eq!(
-        error_of(b"d4:infod6:lengthi40e4:name1:x12:piece lengthi16e6:pieces20:xxxxxxxxxxxxxxxxxxxxee"),
+        error_of(
+            b"d4:infod6:lengthi40e4:name1:x12:piece lengthi16e6:pieces20:xxxxxxxxxxxxxxxxxxxxee"
+        ),
         "info.pieces holds 1 hashes but 40 bytes in pieces of 16 need 3"
     );
     assert_eq!(
@@ -91,7 +99,10 @@ fn refusals_name_the_problem() {
 fn refuses_escaping_and_clashing_paths() {
     let bad = spec(&[(&["..", "x"], 1)], 16);
     let e = Metainfo::from_bytes(&encode_torrent(&bad, &hashes(1, 16))).unwrap_err();
-    assert_eq!(e.to_string(), "refused path \"../x\": '.' or '..' component");
+    assert_eq!(
+        e.to_string(),
+        "refused path \"../x\": '.' or '..' component"
+    );
     let clash = spec(&[(&["a"], 1), (&["a"], 1)], 16);
     let e = Metainfo::from_bytes(&encode_torrent(&clash, &hashes(2, 16))).unwrap_err();
     assert!(e.to_string().contains("two files would be written"));

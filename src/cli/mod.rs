@@ -1,0 +1,65 @@
+//! The command line: argument parsing (clap) and one module per subcommand. No protocol or
+//! storage logic lives here; the subcommands call the library and print what it returns.
+
+mod create;
+mod info;
+mod progress;
+mod units;
+mod verify;
+
+use clap::{Parser, Subcommand};
+
+/// Input the user gave that cannot be used (a bad .torrent, a missing path): exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+#[derive(Parser)]
+#[command(
+    name = "spate",
+    version,
+    about = "A fast BitTorrent client for Linux, built on io_uring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what a .torrent file or magnet link holds.
+    Info(info::InfoArgs),
+    /// Make a .torrent from a file or a directory.
+    Create(create::CreateArgs),
+    /// Check downloaded data against a .torrent, piece by piece.
+    Verify(verify::VerifyArgs),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(a) => info::run(a),
+        Command::Create(a) => create::run(a),
+        Command::Verify(a) => verify::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("spate: {e:#}");
+            if e.downcast_ref::<BadInput>().is_some() {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+/// Reads and parses a .torrent file; every failure is bad input.
+pub(crate) fn load_torrent(path: &std::path::Path) -> anyhow::Result<crate::metainfo::Metainfo> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| BadInput(format!("cannot read {}: {e}", path.display())))?;
+    crate::metainfo::Metainfo::from_bytes(&bytes)
+        .map_err(|e| BadInput(format!("{}: {e}", path.display())).into())
+}

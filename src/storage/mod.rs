@@ -1,0 +1,218 @@
+//! Storage: one torrent's files on disk, read and written through io_uring (tokio-uring).
+//! Owns the file handles (opened lazily, at most `max_open_files` at once, parents created,
+//! sparse unless preallocation is asked for) and turns a byte range of the torrent into
+//! positioned reads and vectored writes on the right files, splitting at file boundaries.
+//! Padding files are never written and read as zeros. Paths were checked safe by metainfo;
+//! nothing here resolves a path that did not come from there.
+//!
+//! Must run inside a tokio-uring runtime. Every call takes `&self`, so many reads and writes
+//! can be in flight at once from different tasks.
+
+mod open_files;
+
+use crate::buffer::{cut_chunks, Chunk};
+use crate::layout::Layout;
+use crate::metainfo::Info;
+use open_files::OpenFiles;
+use std::cell::RefCell;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use tokio_uring::buf::BoundedBuf;
+use tokio_uring::fs::File;
+
+/// How a torrent's files are opened.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Most files held open at once; the least recently used is closed past it.
+    pub max_open_files: usize,
+    /// Reserve every file's full size on first open (fallocate) instead of leaving it sparse.
+    pub preallocate: bool,
+    /// Open for writing and create missing files and directories (a download), or read only.
+    pub writable: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            // Well under the usual 1024 soft fd limit, leaving room for sockets.
+            max_open_files: 256,
+            preallocate: false,
+            writable: true,
+        }
+    }
+}
+
+/// One torrent's files under a download directory.
+pub struct Storage {
+    layout: Layout,
+    paths: Vec<PathBuf>,
+    config: StorageConfig,
+    open: RefCell<OpenFiles>,
+    /// Files written since the last sync, which `sync` must flush.
+    dirty: RefCell<Vec<bool>>,
+}
+
+impl Storage {
+    /// The files of `info` under `root`.
+    pub fn new(root: &Path, info: &Info, config: StorageConfig) -> Storage {
+        let paths = info.files.iter().map(|f| root.join(&f.path)).collect();
+        Storage::from_parts(Layout::new(info), paths, config)
+    }
+
+    /// Storage over explicit absolute paths, one per file span of `layout`.
+    pub fn from_parts(layout: Layout, paths: Vec<PathBuf>, config: StorageConfig) -> Storage {
+        assert_eq!(layout.files().len(), paths.len(), "one path per file");
+        let n = paths.len();
+        Storage {
+            layout,
+            paths,
+            open: RefCell::new(OpenFiles::new(n, config.max_open_files)),
+            config,
+            dirty: RefCell::new(vec![false; n]),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn path(&self, file: usize) -> &Path {
+        &self.paths[file]
+    }
+
+    /// Writes `chunks`, which hold a contiguous run of data, at global offset `start`.
+    pub async fn write(&self, start: u64, chunks: Vec<Chunk>) -> io::Result<()> {
+        let len: usize = chunks.iter().map(Chunk::len).sum();
+        let segments: Vec<_> = self.layout.segments_at(start, len as u32).collect();
+        if let [only] = segments.as_slice() {
+            if !only.pad {
+                return self.write_file(only.file, only.file_offset, chunks).await;
+            }
+        }
+        for seg in segments.into_iter().filter(|s| !s.pad) {
+            let part = cut_chunks(&chunks, seg.range_offset as usize, seg.len as usize);
+            self.write_file(seg.file, seg.file_offset, part).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_file(&self, file: usize, offset: u64, chunks: Vec<Chunk>) -> io::Result<()> {
+        let handle = self.handle(file).await?;
+        self.dirty.borrow_mut()[file] = true;
+        let (res, _) = handle.writev_at_all(chunks, Some(offset)).await;
+        res.map(|_| ())
+    }
+
+    /// Reads `len` bytes at global offset `start` into `buf` (cleared first). Padding reads
+    /// as zeros; a missing or short file is an error.
+    pub async fn read(
+        &self,
+        start: u64,
+        len: usize,
+        mut buf: Vec<u8>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        buf.clear();
+        buf.resize(len, 0);
+        for seg in self.layout.segments_at(start, len as u32) {
+            if seg.pad {
+                continue; // already zero
+            }
+            let handle = match self.handle(seg.file).await {
+                Ok(h) => h,
+                Err(e) => return (Err(e), buf),
+            };
+            let from = seg.range_offset as usize;
+            let (res, slice) = handle
+                .read_exact_at(buf.slice(from..from + seg.len as usize), seg.file_offset)
+                .await;
+            buf = slice.into_inner();
+            if let Err(e) = res {
+                return (Err(e), buf);
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Flushes every file written since the last sync to stable storage.
+    pub async fn sync(&self) -> io::Result<()> {
+        let dirty: Vec<usize> = (0..self.paths.len())
+            .filter(|&i| self.dirty.borrow()[i])
+            .collect();
+        for file in dirty {
+            self.handle(file).await?.sync_data().await?;
+            self.dirty.borrow_mut()[file] = false;
+        }
+        Ok(())
+    }
+
+    /// Makes every (non-padding) file exist at exactly its torrent size: creates empty
+    /// files that no piece touched and trims files that were longer before.
+    pub async fn finalize_sizes(&self) -> io::Result<()> {
+        for (i, span) in self.layout.files().iter().enumerate() {
+            if span.pad {
+                continue;
+            }
+            let handle = self.handle(i).await?;
+            let meta = handle_metadata_len(&handle)?;
+            if meta != span.length {
+                set_len(&handle, span.length)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The open handle of `file`, opening it (and creating it and its parents when
+    /// writable) if needed.
+    async fn handle(&self, file: usize) -> io::Result<Rc<File>> {
+        if let Some(h) = self.open.borrow_mut().get(file) {
+            return Ok(h);
+        }
+        let handle = Rc::new(self.open_file(file).await?);
+        self.open.borrow_mut().insert(file, Rc::clone(&handle));
+        Ok(handle)
+    }
+
+    async fn open_file(&self, file: usize) -> io::Result<File> {
+        let path = &self.paths[file];
+        if !self.config.writable {
+            return File::open(path).await;
+        }
+        if let Some(parent) = path.parent() {
+            tokio_uring::fs::create_dir_all(parent).await?;
+        }
+        let handle = tokio_uring::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .open(path)
+            .await?;
+        let length = self.layout.files()[file].length;
+        if self.config.preallocate && length > 0 {
+            handle.fallocate(0, length, 0).await?;
+        }
+        Ok(handle)
+    }
+}
+
+fn handle_metadata_len(handle: &File) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fstat on a valid open descriptor into a zeroed struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(handle.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_size as u64)
+}
+
+fn set_len(handle: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: ftruncate on a valid open descriptor.
+    if unsafe { libc::ftruncate(handle.as_raw_fd(), len as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,107 @@
+//! Storage against real files in a temporary directory, inside a tokio-uring runtime.
+
+use super::*;
+use crate::buffer::BufferPool;
+use crate::layout::FileSpan;
+use std::sync::Arc;
+
+fn spans(sizes: &[(u64, bool)]) -> Vec<FileSpan> {
+    let mut offset = 0;
+    sizes
+        .iter()
+        .map(|&(length, pad)| {
+            let s = FileSpan {
+                offset,
+                length,
+                pad,
+            };
+            offset += length;
+            s
+        })
+        .collect()
+}
+
+fn storage(dir: &Path, sizes: &[(u64, bool)], config: StorageConfig) -> Storage {
+    let paths = (0..sizes.len())
+        .map(|i| dir.join(format!("d/f{i}")))
+        .collect();
+    Storage::from_parts(Layout::from_spans(16, spans(sizes)), paths, config)
+}
+
+fn chunk_of(pool: &BufferPool, bytes: &[u8]) -> Chunk {
+    let mut b = pool.try_take().unwrap();
+    b.extend_from_slice(bytes);
+    let n = b.len();
+    Chunk::new(Arc::new(b), 0..n)
+}
+
+#[test]
+fn writes_split_at_file_boundaries_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [(5, false), (0, false), (4, true), (30, false)];
+    tokio_uring::start(async {
+        let config = StorageConfig {
+            max_open_files: 1, // forces closing and reopening
+            ..StorageConfig::default()
+        };
+        let s = storage(dir.path(), &sizes, config);
+        let pool = BufferPool::new(64, 4);
+        let data: Vec<u8> = (0..39u8).collect();
+        // Two chunks that together cover bytes 0..39, split mid-file.
+        let chunks = vec![chunk_of(&pool, &data[..7]), chunk_of(&pool, &data[7..])];
+        s.write(0, chunks).await.unwrap();
+        s.sync().await.unwrap();
+        s.finalize_sizes().await.unwrap();
+        let (res, buf) = s.read(3, 30, Vec::new()).await;
+        res.unwrap();
+        let mut want = data[3..33].to_vec();
+        want[2..6].fill(0); // the padding file reads as zeros
+        assert_eq!(buf, want);
+    });
+    assert_eq!(
+        std::fs::read(dir.path().join("d/f0")).unwrap(),
+        (0..5).collect::<Vec<u8>>()
+    );
+    assert_eq!(std::fs::metadata(dir.path().join("d/f1")).unwrap().len(), 0);
+    assert!(
+        !dir.path().join("d/f2").exists(),
+        "padding is never written"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("d/f3")).unwrap(),
+        (9..39).collect::<Vec<u8>>()
+    );
+}
+
+#[test]
+fn reading_a_missing_file_is_an_error_and_read_only_never_creates() {
+    let dir = tempfile::tempdir().unwrap();
+    tokio_uring::start(async {
+        let config = StorageConfig {
+            writable: false,
+            ..StorageConfig::default()
+        };
+        let s = storage(dir.path(), &[(10, false)], config);
+        let (res, _) = s.read(0, 10, Vec::new()).await;
+        assert_eq!(res.unwrap_err().kind(), io::ErrorKind::NotFound);
+    });
+    assert!(!dir.path().join("d").exists());
+}
+
+#[test]
+fn preallocation_reserves_full_size() {
+    let dir = tempfile::tempdir().unwrap();
+    tokio_uring::start(async {
+        let config = StorageConfig {
+            preallocate: true,
+            ..StorageConfig::default()
+        };
+        let s = storage(dir.path(), &[(1 << 20, false)], config);
+        let pool = BufferPool::new(16, 1);
+        s.write(0, vec![chunk_of(&pool, b"x")]).await.unwrap();
+    });
+    assert_eq!(
+        std::fs::metadata(dir.path().join("d/f0")).unwrap().len(),
+        1 << 20
+    );
+}
