@@ -13,5 +13,8 @@ pub mod hash;
 pub mod layout;
 pub mod magnet;
 pub mod metainfo;
+pub mod picker;
 pub mod storage;
+pub mod tracker;
 pub mod types;
+pub mod wire;
