@@ -69,7 +69,7 @@ impl Geometry {
     /// The index of `block` inside its piece, or None unless it is exactly one of this
     /// torrent's blocks (a peer's message can carry any three numbers).
     pub(super) fn block_index(&self, block: BlockRef) -> Option<u32> {
-        if block.offset % BLOCK_SIZE != 0 {
+        if !block.offset.is_multiple_of(BLOCK_SIZE) {
             return None;
         }
         let index = block.offset / BLOCK_SIZE;
