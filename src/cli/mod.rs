@@ -2,6 +2,7 @@
 //! storage logic lives here; the subcommands call the library and print what it returns.
 
 mod create;
+mod download;
 mod info;
 mod progress;
 mod units;
@@ -33,15 +34,22 @@ enum Command {
     Create(create::CreateArgs),
     /// Check downloaded data against a .torrent, piece by piece.
     Verify(verify::VerifyArgs),
+    /// Download a torrent into a directory.
+    Download(download::DownloadArgs),
+    /// Serve a torrent's data to peers until interrupted.
+    Seed(download::SeedArgs),
 }
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.command {
         Command::Info(a) => info::run(a),
         Command::Create(a) => create::run(a),
         Command::Verify(a) => verify::run(a),
+        Command::Download(a) => download::run_download(a),
+        Command::Seed(a) => download::run_seed(a),
     };
     match result {
         Ok(code) => code,
@@ -54,6 +62,16 @@ pub fn main() -> i32 {
             }
         }
     }
+}
+
+/// Logs go to stderr, filtered by SPATE_LOG (e.g. `SPATE_LOG=debug`); warnings by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// Reads and parses a .torrent file; every failure is bad input.

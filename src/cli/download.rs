@@ -1,0 +1,220 @@
+//! `spate download` and `spate seed`: run a session for one torrent, with a progress bar on
+//! a terminal (plain periodic lines otherwise), and the end-of-run figures with `--stats`.
+
+use super::load_torrent;
+use super::units::{human_bytes, parse_size};
+use crate::session::{self, Ending, Progress, Report, SessionConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options shared by `download` and `seed`.
+#[derive(clap::Args)]
+pub struct SwarmArgs {
+    /// Port to accept peers on (default 6881; 0 picks a free port).
+    #[arg(long, default_value_t = 6881)]
+    listen_port: u16,
+    /// Address to accept peers on.
+    #[arg(long, default_value = "0.0.0.0")]
+    listen_ip: IpAddr,
+    /// A peer to connect to (repeatable), besides those the trackers return.
+    #[arg(long = "peer")]
+    peers: Vec<SocketAddr>,
+    /// Most peer connections at once.
+    #[arg(long, default_value_t = 200)]
+    max_peers: usize,
+    /// Peers uploaded to at once.
+    #[arg(long, default_value_t = 8)]
+    upload_slots: usize,
+    /// Do not announce to the torrent's trackers.
+    #[arg(long)]
+    no_trackers: bool,
+    /// Print nothing but errors.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DownloadArgs {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Directory to download into.
+    #[arg(short, long, default_value = ".")]
+    output: PathBuf,
+    /// Keep seeding after the download completes, until interrupted.
+    #[arg(long)]
+    seed: bool,
+    /// Cap on receive-buffer memory (e.g. 64M).
+    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    memory_limit: u64,
+    /// Reserve every file's full size up front instead of creating sparse files.
+    #[arg(long)]
+    preallocate: bool,
+    /// Print bytes, time, rate and latency percentiles at the end.
+    #[arg(long)]
+    stats: bool,
+    /// Print the end-of-run figures as one JSON object.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    swarm: SwarmArgs,
+}
+
+#[derive(clap::Args)]
+pub struct SeedArgs {
+    /// The .torrent file.
+    torrent: PathBuf,
+    /// Directory that holds the torrent's file or top-level folder.
+    dir: PathBuf,
+    #[command(flatten)]
+    swarm: SwarmArgs,
+}
+
+fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
+    SessionConfig {
+        out_dir,
+        peers: swarm.peers.clone(),
+        listen: SocketAddr::new(swarm.listen_ip, swarm.listen_port),
+        max_peers: swarm.max_peers,
+        upload_slots: swarm.upload_slots,
+        use_trackers: !swarm.no_trackers,
+        ..SessionConfig::default()
+    }
+}
+
+pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
+    let meta = Arc::new(load_torrent(&args.torrent)?);
+    let mut config = session_config(args.output.clone(), &args.swarm);
+    config.seed = args.seed;
+    config.memory_limit = args.memory_limit as usize;
+    config.preallocate = args.preallocate;
+    let display = Display::new(args.swarm.quiet, meta.info.total_length, "downloading");
+    let report = tokio_uring::start(session::run(Arc::clone(&meta), config, |p| display.show(p)))?;
+    display.finish();
+    print_report(&report, &meta, args.stats, args.json);
+    Ok(exit_code(&report))
+}
+
+pub fn run_seed(args: SeedArgs) -> anyhow::Result<i32> {
+    let meta = Arc::new(load_torrent(&args.torrent)?);
+    let mut config = session_config(args.dir.clone(), &args.swarm);
+    config.seed = true;
+    let display = Display::new(args.swarm.quiet, meta.info.total_length, "seeding");
+    let report = tokio_uring::start(session::run(Arc::clone(&meta), config, |p| display.show(p)))?;
+    display.finish();
+    Ok(exit_code(&report))
+}
+
+fn exit_code(report: &Report) -> i32 {
+    match report.ending {
+        Ending::Complete => 0,
+        Ending::Interrupted => {
+            eprintln!("spate: interrupted; progress saved, run the same command to resume");
+            130
+        }
+    }
+}
+
+fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, as_json: bool) {
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    let got = report.progress.downloaded;
+    if as_json {
+        let v = json!({
+            "name": meta.info.name,
+            "info_hash": meta.info_hash.to_hex(),
+            "complete": report.ending == Ending::Complete,
+            "total_bytes": meta.info.total_length,
+            "downloaded_bytes": got,
+            "uploaded_bytes": report.progress.uploaded,
+            "wall_s": secs,
+            "mb_s": got as f64 / secs / 1e6,
+            "hash_failures": report.hash_failures,
+            "peers_dropped": report.peers_dropped,
+            "latency": report.stats_json,
+        });
+        println!("{v}");
+    } else if stats {
+        println!(
+            "downloaded {} in {:.2} s: {:.1} MB/s ({} hash failures, {} peers dropped)",
+            human_bytes(got),
+            secs,
+            got as f64 / secs / 1e6,
+            report.hash_failures,
+            report.peers_dropped
+        );
+        for line in &report.stats_lines {
+            println!("{line}");
+        }
+    }
+}
+
+/// A progress bar on a terminal, a plain line every 5 s otherwise, nothing when quiet.
+struct Display {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+    last_line: std::cell::Cell<Instant>,
+    verb: &'static str,
+}
+
+impl Display {
+    fn new(quiet: bool, total: u64, verb: &'static str) -> Display {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>11} [{bar:30.cyan/blue}] {bytes}/{total_bytes} {msg} eta {eta}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(verb);
+            bar
+        });
+        Display {
+            bar,
+            quiet,
+            last_line: std::cell::Cell::new(Instant::now() - Duration::from_secs(10)),
+            verb,
+        }
+    }
+
+    fn show(&self, p: &Progress) {
+        let rates = format!(
+            "down {}/s up {}/s peers {}",
+            human_bytes(p.download_rate as u64),
+            human_bytes(p.upload_rate as u64),
+            p.peers
+        );
+        if let Some(bar) = &self.bar {
+            if let Some((done, count)) = p.checking {
+                bar.set_prefix("checking");
+                bar.set_message(format!("{done}/{count} pieces"));
+            } else {
+                bar.set_prefix(self.verb);
+                bar.set_message(rates);
+            }
+            bar.set_position(p.have_bytes);
+            return;
+        }
+        if self.quiet || self.last_line.get().elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        self.last_line.set(Instant::now());
+        let pct = 100.0 * p.have_bytes as f64 / p.total_bytes.max(1) as f64;
+        eprintln!(
+            "spate: {} {pct:5.1}% of {}, {rates}",
+            self.verb,
+            human_bytes(p.total_bytes)
+        );
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Runs one peer connection: the handshake (with a watchdog, since a tokio-uring read must
+//! never sit under a timeout), then three tasks over the socket: the reader (receive buffer ->
+//! inbox -> torrent handlers -> disk writes), the writer (outbox -> socket) and the uploader
+//! (queued requests -> disk reads -> outbox). The connection ends when the reader sees EOF,
+//! an error or a protocol violation, or when the torrent closes the peer's outbox; the writer
+//! then shuts the socket down so every task ends.
+
+use super::extended;
+use super::inbox::{Event, Inbox};
+use super::outbox::{run_writer, Outbox};
+use crate::buffer::BufferPool;
+use crate::net::TcpStream;
+use crate::picker::PeerKey;
+use crate::storage::Storage;
+use crate::torrent::{TailRead, Torrent, Violation, WriteJob};
+use crate::types::{InfoHash, PeerId};
+use crate::wire::{Extensions, Handshake, Message, WireError, DEFAULT_MAX_FRAME, HANDSHAKE_LEN};
+use std::cell::RefCell;
+use std::net::{Shutdown, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_uring::buf::BoundedBuf;
+
+/// A peer that has not completed its handshake in this time is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of PIECE data queued for one peer before its uploader waits for the socket to
+/// drain: enough to keep a fast link busy, small enough that a peer that never reads
+/// cannot make us hold more.
+const MAX_QUEUED_UPLOAD: usize = 2 << 20;
+/// We advertise the extension protocol (BEP 10) only.
+const OUR_EXTENSIONS: Extensions = Extensions {
+    extended: true,
+    fast: false,
+    dht: false,
+};
+
+/// Why a connection ended.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad handshake: {0}")]
+    Handshake(String),
+    #[error("protocol: {0}")]
+    Wire(#[from] WireError),
+    #[error("{0}")]
+    Violation(#[from] Violation),
+    #[error("connected to ourselves")]
+    SelfConnection,
+}
+
+impl PeerError {
+    /// True when the peer broke the protocol (counted), not merely went away.
+    pub fn is_misbehaviour(&self) -> bool {
+        matches!(
+            self,
+            PeerError::Wire(_) | PeerError::Violation(_) | PeerError::Handshake(_)
+        )
+    }
+}
+
+/// A disk error that stops the download, shared by every task that writes.
+#[derive(Default)]
+pub struct FatalSlot {
+    error: RefCell<Option<String>>,
+    pub notify: Notify,
+}
+
+impl FatalSlot {
+    pub fn set(&self, message: String) {
+        let mut e = self.error.borrow_mut();
+        if e.is_none() {
+            *e = Some(message);
+        }
+        self.notify.notify_one();
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.error.borrow().clone()
+    }
+}
+
+/// What every connection of one torrent shares.
+pub struct ConnContext {
+    pub torrent: Rc<RefCell<Torrent>>,
+    pub storage: Rc<Storage>,
+    pub pool: BufferPool,
+    pub info_hash: InfoHash,
+    pub peer_id: PeerId,
+    pub fatal: Rc<FatalSlot>,
+}
+
+/// Runs a connection to `addr` until it ends.
+pub async fn run_peer(
+    ctx: Rc<ConnContext>,
+    stream: TcpStream,
+    addr: SocketAddr,
+) -> Result<(), PeerError> {
+    let stream = Rc::new(stream);
+    let (handshake, leftover) = exchange_handshakes(&ctx, &stream).await?;
+    let outbox = Outbox::new();
+    // add_peer queues our BITFIELD, which must be the first message after the handshake.
+    let key = ctx
+        .torrent
+        .borrow_mut()
+        .add_peer(addr, Rc::clone(&outbox), Instant::now());
+    if handshake.supports_extended() {
+        outbox.send(&Message::Extended {
+            id: 0,
+            payload: &extended::our_handshake(),
+        });
+    }
+    let writer = tokio_uring::spawn({
+        let (stream, outbox) = (Rc::clone(&stream), Rc::clone(&outbox));
+        async move {
+            if let Err(e) = run_writer(Rc::clone(&stream), outbox).await {
+                tracing::debug!(%addr, error = %e, "write failed");
+            }
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    });
+    let upload_wake = Rc::new(Notify::new());
+    let uploader = tokio_uring::spawn(run_uploader(
+        Rc::clone(&ctx),
+        key,
+        Rc::clone(&outbox),
+        Rc::clone(&upload_wake),
+    ));
+    let result = read_loop(&ctx, &stream, key, leftover, &upload_wake).await;
+    ctx.torrent.borrow_mut().remove_peer(key);
+    outbox.close();
+    upload_wake.notify_one();
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = writer.await;
+    let _ = uploader.await;
+    result
+}
+
+/// Sends our handshake and reads the peer's; returns it and any bytes that followed it.
+async fn exchange_handshakes(
+    ctx: &ConnContext,
+    stream: &Rc<TcpStream>,
+) -> Result<(Handshake, Vec<u8>), PeerError> {
+    let ours = Handshake {
+        reserved: OUR_EXTENSIONS.reserved(),
+        info_hash: ctx.info_hash,
+        peer_id: ctx.peer_id,
+    };
+    let (res, _) = stream.write_all(ours.encode().to_vec()).await;
+    res?;
+    let done = Rc::new(std::cell::Cell::new(false));
+    tokio_uring::spawn({
+        let (stream, done) = (Rc::clone(stream), Rc::clone(&done));
+        async move {
+            tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+            if !done.get() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
+    });
+    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
+    while buf.len() < HANDSHAKE_LEN {
+        let filled = buf.len();
+        let (res, slice) = stream.read(buf.slice(filled..)).await;
+        buf = slice.into_inner();
+        if res? == 0 {
+            return Err(PeerError::Handshake(
+                "connection closed during the handshake".into(),
+            ));
+        }
+    }
+    done.set(true);
+    let theirs = Handshake::decode(&buf[..HANDSHAKE_LEN])
+        .map_err(|e| PeerError::Handshake(e.to_string()))?;
+    if theirs.info_hash != ctx.info_hash {
+        return Err(PeerError::Handshake(format!(
+            "unknown info-hash {}",
+            theirs.info_hash
+        )));
+    }
+    if theirs.peer_id == ctx.peer_id {
+        return Err(PeerError::SelfConnection);
+    }
+    Ok((theirs, buf[HANDSHAKE_LEN..].to_vec()))
+}
+
+/// Reads until EOF, error or violation, handing what arrives to the torrent.
+async fn read_loop(
+    ctx: &Rc<ConnContext>,
+    stream: &TcpStream,
+    key: PeerKey,
+    leftover: Vec<u8>,
+    upload_wake: &Notify,
+) -> Result<(), PeerError> {
+    let mut inbox = Inbox::new(DEFAULT_MAX_FRAME);
+    let mut events = Vec::new();
+    if !leftover.is_empty() {
+        let mut first = ctx.pool.take().await;
+        first.extend_from_slice(&leftover[..leftover.len().min(first.capacity())]);
+        inbox.feed(first.freeze(), &mut events)?;
+        handle_events(ctx, key, &mut events, upload_wake)?;
+    }
+    loop {
+        let buf = ctx.pool.take().await;
+        let (res, buf) = stream.read(buf).await;
+        if res? == 0 {
+            return Ok(());
+        }
+        inbox.feed(buf.freeze(), &mut events)?;
+        handle_events(ctx, key, &mut events, upload_wake)?;
+    }
+}
+
+/// Applies one buffer's events to the torrent and starts the disk writes they produce.
+fn handle_events(
+    ctx: &Rc<ConnContext>,
+    key: PeerKey,
+    events: &mut Vec<Event>,
+    upload_wake: &Notify,
+) -> Result<(), PeerError> {
+    let now = Instant::now();
+    let mut blocks = Vec::new();
+    let mut torrent = ctx.torrent.borrow_mut();
+    for event in events.drain(..) {
+        match event {
+            Event::Block(b) => blocks.push(b),
+            Event::Message(m) => {
+                tracing::trace!(peer = key.0, message = ?m, "received");
+                let is_request = matches!(m, crate::peer::inbox::Inbound::Request(_));
+                torrent.on_message(key, m, now)?;
+                if is_request {
+                    upload_wake.notify_one();
+                }
+            }
+        }
+    }
+    if !blocks.is_empty() {
+        let jobs = torrent.on_blocks(key, blocks, now)?;
+        for job in jobs {
+            tokio_uring::spawn(write_job(Rc::clone(ctx), job));
+        }
+    }
+    torrent.refill_requests(key, now);
+    Ok(())
+}
+
+/// Writes one run of blocks, then starts verification of the pieces it completed.
+async fn write_job(ctx: Rc<ConnContext>, job: WriteJob) {
+    let started = Instant::now();
+    if let Err(e) = ctx.storage.write(job.start, job.chunks).await {
+        ctx.fatal
+            .set(format!("writing to {}: {e}", ctx.storage.path(0).display()));
+        return;
+    }
+    let tails =
+        ctx.torrent
+            .borrow_mut()
+            .on_write_done(&job.pieces, started.elapsed(), Instant::now());
+    for tail in tails {
+        read_tail(&ctx, tail).await;
+    }
+}
+
+async fn read_tail(ctx: &ConnContext, tail: TailRead) {
+    let (res, data) = ctx.storage.read(tail.start, tail.len, Vec::new()).await;
+    match res {
+        Ok(()) => ctx.torrent.borrow_mut().on_tail_read(tail, data),
+        Err(e) => ctx
+            .fatal
+            .set(format!("reading back piece {}: {e}", tail.piece)),
+    }
+}
+
+/// Serves the peer's requests: reads each block from disk and queues it, holding back
+/// while too much is queued for a slow reader.
+async fn run_uploader(ctx: Rc<ConnContext>, key: PeerKey, outbox: Rc<Outbox>, wake: Rc<Notify>) {
+    loop {
+        if outbox.is_closed() {
+            return;
+        }
+        let next = ctx.torrent.borrow_mut().next_upload(key);
+        let Some(block) = next else {
+            wake.notified().await;
+            continue;
+        };
+        while outbox.queued_bytes() > MAX_QUEUED_UPLOAD && !outbox.is_closed() {
+            outbox.drained().await;
+        }
+        let start =
+            ctx.torrent.borrow().layout().piece_offset(block.piece) + u64::from(block.offset);
+        let (res, data) = ctx
+            .storage
+            .read(start, block.len as usize, Vec::new())
+            .await;
+        match res {
+            Ok(()) => {
+                outbox.send_block(block, data);
+                ctx.torrent
+                    .borrow_mut()
+                    .record_upload(key, block.len.into());
+            }
+            Err(e) => {
+                ctx.fatal
+                    .set(format!("reading piece {} to upload: {e}", block.piece));
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The send side of one peer connection: a queue of encoded messages and a writer loop that
+//! drains it with vectored writes. Control messages are coalesced into one buffer so a burst
+//! of REQUESTs or HAVEs goes out in one send; a PIECE goes out as its 13-byte header plus the
+//! block buffer read from disk, never copied into a frame. The queue is bounded by the
+//! caller: `queued_bytes` tells how much is waiting, and `drained` wakes whoever holds back
+//! until it shrinks.
+
+use crate::net::TcpStream;
+use crate::types::BlockRef;
+use crate::wire::{piece_header, Message};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+use tokio::sync::Notify;
+use tokio_uring::buf::BoundedBuf;
+
+/// A coalesced control buffer is closed once it reaches this size, so one write never waits
+/// behind an ever-growing buffer.
+const MAX_CONTROL_BATCH: usize = 64 << 10;
+/// Most buffers handed to one writev (the kernel's IOV_MAX is 1024).
+const MAX_IOVECS: usize = 64;
+
+struct Item {
+    bytes: Vec<u8>,
+    control: bool,
+}
+
+/// Outgoing messages of one connection.
+#[derive(Default)]
+pub struct Outbox {
+    items: RefCell<VecDeque<Item>>,
+    queued: Cell<usize>,
+    closed: Cell<bool>,
+    wake_writer: Notify,
+    drained: Notify,
+}
+
+impl Outbox {
+    pub fn new() -> Rc<Outbox> {
+        Rc::new(Outbox::default())
+    }
+
+    /// Queues a control message (anything but PIECE).
+    pub fn send(&self, m: &Message<'_>) {
+        let mut items = self.items.borrow_mut();
+        let before = match items.back_mut() {
+            Some(last) if last.control && last.bytes.len() < MAX_CONTROL_BATCH => {
+                let before = last.bytes.len();
+                m.encode_into(&mut last.bytes);
+                last.bytes.len() - before
+            }
+            _ => {
+                let mut bytes = Vec::with_capacity(m.encoded_len().max(256));
+                m.encode_into(&mut bytes);
+                let n = bytes.len();
+                items.push_back(Item {
+                    bytes,
+                    control: true,
+                });
+                n
+            }
+        };
+        self.queued.set(self.queued.get() + before);
+        self.wake_writer.notify_one();
+    }
+
+    /// Queues a PIECE: its header, then `data` (the block's bytes) as a separate buffer.
+    pub fn send_block(&self, block: BlockRef, data: Vec<u8>) {
+        let header = piece_header(block.piece, block.offset, data.len() as u32).to_vec();
+        self.queued
+            .set(self.queued.get() + header.len() + data.len());
+        let mut items = self.items.borrow_mut();
+        items.push_back(Item {
+            bytes: header,
+            control: false,
+        });
+        items.push_back(Item {
+            bytes: data,
+            control: false,
+        });
+        self.wake_writer.notify_one();
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.get()
+    }
+
+    /// Waits until the writer has made progress (or the connection closed).
+    pub async fn drained(&self) {
+        if !self.closed.get() {
+            self.drained.notified().await;
+        }
+    }
+
+    /// Ends the writer loop once the queue is empty, and wakes waiters.
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.wake_writer.notify_one();
+        self.drained.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn take_batch(&self) -> Vec<Vec<u8>> {
+        let mut items = self.items.borrow_mut();
+        let n = items.len().min(MAX_IOVECS);
+        items.drain(..n).map(|i| i.bytes).collect()
+    }
+}
+
+/// Writes everything queued on `outbox` to `stream` until the outbox is closed or a write
+/// fails.
+pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result<()> {
+    loop {
+        let batch = outbox.take_batch();
+        if batch.is_empty() {
+            if outbox.is_closed() {
+                return Ok(());
+            }
+            outbox.wake_writer.notified().await;
+            continue;
+        }
+        let total: usize = batch.iter().map(Vec::len).sum();
+        write_all_vectored(&stream, batch).await?;
+        outbox.queued.set(outbox.queued.get() - total);
+        outbox.drained.notify_waiters();
+    }
+}
+
+/// Writes every byte of `bufs`, resubmitting what a short write left.
+async fn write_all_vectored(stream: &TcpStream, bufs: Vec<Vec<u8>>) -> io::Result<()> {
+    // Explicit ends: `slice(..)` would reach to the vector's capacity, not its length.
+    let mut pending: Vec<_> = bufs
+        .into_iter()
+        .map(|b| {
+            let len = b.len();
+            b.slice(..len)
+        })
+        .collect();
+    while !pending.is_empty() {
+        let (res, returned) = stream.writev(pending).await;
+        let mut written = res?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        pending = Vec::with_capacity(returned.len());
+        for slice in returned {
+            let len = slice.end() - slice.begin();
+            if written >= len {
+                written -= len;
+                continue;
+            }
+            let begin = slice.begin() + written;
+            let end = slice.end();
+            written = 0;
+            pending.push(slice.into_inner().slice(begin..end));
+        }
+    }
+    Ok(())
+}

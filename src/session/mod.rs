@@ -1,0 +1,362 @@
+//! A running session for one torrent: checks what is already on disk (or trusts fresh resume
+//! data), then connects to peers (given, announced or incoming), downloads and verifies,
+//! uploads, saves resume data, and ends on completion (or keeps seeding), on a fatal disk
+//! error, or on SIGINT/SIGTERM (resume data flushed first). It wires the torrent state to the
+//! sockets, the disk and the hashing threads; the decisions live in `torrent`.
+
+mod peers;
+pub mod resume;
+
+use crate::buffer::BufferPool;
+use crate::check::{check_pieces, PieceCheck};
+use crate::hash::HashPool;
+use crate::metainfo::Metainfo;
+use crate::peer::conn::{ConnContext, FatalSlot};
+use crate::storage::{Storage, StorageConfig};
+use crate::torrent::{Torrent, TorrentConfig, Verifier};
+use crate::types::{PeerId, PieceIndex};
+use bitvec::prelude::{BitVec, Msb0};
+use peers::PeerSource;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Receive buffer size: large reads amortise the per-read cost and let one vectored write
+/// carry up to 16 blocks of a fast peer.
+pub const RECEIVE_BUFFER: usize = 256 << 10;
+/// How often resume data is saved while pieces keep verifying.
+const RESUME_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Everything a session needs besides the torrent.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub out_dir: PathBuf,
+    /// Peers to connect to besides those the trackers return.
+    pub peers: Vec<SocketAddr>,
+    /// Address to accept peers on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    pub max_peers: usize,
+    /// Cap on receive buffer memory (bytes).
+    pub memory_limit: usize,
+    /// Keep running and uploading after the download completes.
+    pub seed: bool,
+    pub preallocate: bool,
+    pub upload_slots: usize,
+    /// Announce to the torrent's trackers.
+    pub use_trackers: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            out_dir: PathBuf::from("."),
+            peers: Vec::new(),
+            listen: "0.0.0.0:6881".parse().expect("valid address"),
+            max_peers: 200,
+            memory_limit: 64 << 20,
+            seed: false,
+            preallocate: false,
+            upload_slots: 8,
+            use_trackers: true,
+        }
+    }
+}
+
+/// Why a session stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("disk: {0}")]
+    Disk(String),
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Complete,
+    Interrupted,
+}
+
+/// A snapshot for progress displays.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub have_bytes: u64,
+    pub total_bytes: u64,
+    pub download_rate: f64,
+    pub upload_rate: f64,
+    pub peers: usize,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Pieces checked so far during the initial check (0 once downloading).
+    pub checking: Option<(u32, u32)>,
+}
+
+/// What a finished session reports.
+pub struct Report {
+    pub ending: Ending,
+    pub elapsed: Duration,
+    pub listen_addr: SocketAddr,
+    pub progress: Progress,
+    pub stats_json: serde_json::Value,
+    pub stats_lines: Vec<String>,
+    pub hash_failures: u32,
+    pub peers_dropped: u32,
+}
+
+/// Runs a session for `meta` until it completes (and, with `seed`, until interrupted).
+pub async fn run(
+    meta: Arc<Metainfo>,
+    config: SessionConfig,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Report, SessionError> {
+    let started = Instant::now();
+    let storage_config = StorageConfig {
+        preallocate: config.preallocate,
+        ..StorageConfig::default()
+    };
+    let storage = Rc::new(Storage::new(&config.out_dir, &meta.info, storage_config));
+    let pool = Arc::new(HashPool::per_core());
+    let have = initial_have(&meta, &config, &storage, &pool, &mut on_progress).await;
+    let (verifier, mut verdicts) =
+        Verifier::new(Arc::clone(&pool), Arc::new(meta.info.pieces.clone()));
+    let torrent_config = TorrentConfig {
+        upload_slots: config.upload_slots,
+    };
+    let torrent = Rc::new(RefCell::new(Torrent::new(
+        storage.layout().clone(),
+        have,
+        verifier,
+        torrent_config,
+    )));
+    let ctx = Rc::new(ConnContext {
+        torrent: Rc::clone(&torrent),
+        storage: Rc::clone(&storage),
+        pool: BufferPool::with_memory_limit(
+            RECEIVE_BUFFER,
+            config.memory_limit.max(4 * RECEIVE_BUFFER),
+        ),
+        info_hash: meta.info_hash,
+        peer_id: PeerId::generate(),
+        fatal: Rc::new(FatalSlot::default()),
+    });
+    let listener = crate::net::listen(config.listen).map_err(|source| SessionError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let listen_addr = listener
+        .local_addr()
+        .map_err(|source| SessionError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let source = PeerSource::new(Rc::clone(&ctx), config.max_peers);
+    source.add(config.peers.iter().copied());
+    let tasks = vec![
+        tokio_uring::spawn(peers::accept_loop(listener, Rc::clone(&source))),
+        tokio_uring::spawn(peers::connect_loop(Rc::clone(&source))),
+    ];
+    let complete = Rc::new(tokio::sync::Notify::new());
+    let verdict_task = tokio_uring::spawn({
+        let (torrent, complete) = (Rc::clone(&torrent), Rc::clone(&complete));
+        async move {
+            while let Some(v) = verdicts.recv().await {
+                let mut t = torrent.borrow_mut();
+                for key in t.on_verdict(v, Instant::now()) {
+                    if let Some(p) = t.peer(key) {
+                        p.outbox.close();
+                    }
+                }
+                if t.is_complete() {
+                    complete.notify_one();
+                }
+            }
+        }
+    });
+    if torrent.borrow().is_complete() {
+        complete.notify_one();
+    }
+    let ending = drive(&meta, &config, &ctx, &complete, &mut on_progress).await;
+    for t in tasks {
+        t.abort();
+    }
+    verdict_task.abort();
+    let ending = ending?;
+    source.disconnect_all();
+    let progress = snapshot(&torrent.borrow(), storage.layout().total_length());
+    let t = torrent.borrow();
+    Ok(Report {
+        ending,
+        elapsed: started.elapsed(),
+        listen_addr,
+        progress,
+        stats_json: t.stats.latency_json(),
+        stats_lines: t.stats.latency_lines(),
+        hash_failures: t.stats.hash_failures,
+        peers_dropped: t.stats.peers_dropped,
+    })
+}
+
+/// The main loop: ticks, progress, resume saves, until completion, failure or a signal.
+async fn drive(
+    meta: &Arc<Metainfo>,
+    config: &SessionConfig,
+    ctx: &Rc<ConnContext>,
+    complete: &tokio::sync::Notify,
+    on_progress: &mut impl FnMut(&Progress),
+) -> Result<Ending, SessionError> {
+    let mut interval = tokio::time::interval(Duration::from_secs(1));
+    let mut sigterm =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut last_tick = Instant::now();
+    let mut last_save = Instant::now();
+    let mut finished = false;
+    let total = ctx.storage.layout().total_length();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                let now = Instant::now();
+                let kick = ctx.torrent.borrow_mut().tick(now - last_tick, now);
+                last_tick = now;
+                for key in kick {
+                    if let Some(p) = ctx.torrent.borrow().peer(key) {
+                        p.outbox.close();
+                    }
+                }
+                on_progress(&snapshot(&ctx.torrent.borrow(), total));
+                if now - last_save > RESUME_INTERVAL && ctx.torrent.borrow().resume_dirty {
+                    save_resume(meta, config, ctx).await?;
+                    last_save = now;
+                }
+            }
+            _ = complete.notified(), if !finished => {
+                finished = true;
+                finish_download(meta, config, ctx).await?;
+                on_progress(&snapshot(&ctx.torrent.borrow(), total));
+                if !config.seed {
+                    return Ok(Ending::Complete);
+                }
+            }
+            _ = ctx.fatal.notify.notified() => {
+                let message = ctx.fatal.get().unwrap_or_default();
+                let _ = save_resume(meta, config, ctx).await;
+                return Err(SessionError::Disk(message));
+            }
+            _ = tokio::signal::ctrl_c() => break,
+            _ = async { sigterm.as_mut().expect("guarded").recv().await }, if sigterm.is_some() => break,
+        }
+    }
+    save_resume(meta, config, ctx).await?;
+    Ok(if finished {
+        Ending::Complete
+    } else {
+        Ending::Interrupted
+    })
+}
+
+/// Flushes the data, then records which pieces are verified.
+async fn save_resume(
+    meta: &Arc<Metainfo>,
+    config: &SessionConfig,
+    ctx: &ConnContext,
+) -> Result<(), SessionError> {
+    ctx.storage
+        .sync()
+        .await
+        .map_err(|e| SessionError::Disk(format!("fsync: {e}")))?;
+    let have = ctx.torrent.borrow().have().as_raw_slice().to_vec();
+    ctx.torrent.borrow_mut().resume_dirty = false;
+    let (dir, meta) = (config.out_dir.clone(), Arc::clone(meta));
+    tokio::task::spawn_blocking(move || resume::save(&dir, &meta, &have))
+        .await
+        .map_err(|e| SessionError::Disk(format!("saving resume data: {e}")))?
+        .map_err(|e| SessionError::Disk(format!("saving resume data: {e}")))
+}
+
+async fn finish_download(
+    meta: &Arc<Metainfo>,
+    config: &SessionConfig,
+    ctx: &ConnContext,
+) -> Result<(), SessionError> {
+    ctx.storage
+        .finalize_sizes()
+        .await
+        .map_err(|e| SessionError::Disk(format!("setting file sizes: {e}")))?;
+    save_resume(meta, config, ctx).await
+}
+
+fn snapshot(t: &Torrent, total: u64) -> Progress {
+    Progress {
+        have_bytes: t.bytes_have(),
+        total_bytes: total,
+        download_rate: t.download_rate(),
+        upload_rate: t.upload_rate(),
+        peers: t.peer_count(),
+        downloaded: t.stats.downloaded,
+        uploaded: t.stats.uploaded,
+        checking: None,
+    }
+}
+
+/// Which pieces are already good on disk: fresh resume data is trusted, otherwise every
+/// piece of every existing file is hashed.
+async fn initial_have(
+    meta: &Metainfo,
+    config: &SessionConfig,
+    storage: &Storage,
+    pool: &HashPool,
+    on_progress: &mut impl FnMut(&Progress),
+) -> BitVec<u8, Msb0> {
+    let count = meta.info.piece_count();
+    if let Some(bits) = resume::load(&config.out_dir, meta) {
+        let mut have = BitVec::<u8, Msb0>::from_vec(bits);
+        have.truncate(count as usize);
+        return have;
+    }
+    let mut have = BitVec::repeat(false, count as usize);
+    let any_file = meta
+        .info
+        .files
+        .iter()
+        .any(|f| !f.pad && config.out_dir.join(&f.path).exists());
+    if !any_file {
+        return have;
+    }
+    let ro = StorageConfig {
+        writable: false,
+        ..StorageConfig::default()
+    };
+    let reader = Storage::new(&config.out_dir, &meta.info, ro);
+    let _ = storage; // the writable storage opens files lazily; checking uses a read-only view
+    let expected = Arc::new(meta.info.pieces.clone());
+    let mut done = 0u32;
+    let mut progress = Progress {
+        total_bytes: meta.info.total_length,
+        ..Progress::default()
+    };
+    check_pieces(
+        &reader,
+        pool,
+        0..count,
+        Some(expected),
+        |piece: PieceIndex, check| {
+            if check == PieceCheck::Good {
+                have.set(piece.as_usize(), true);
+                progress.have_bytes += u64::from(meta.info.piece_len(piece.0));
+            }
+            done += 1;
+            if done.is_multiple_of(64) || done == count {
+                progress.checking = Some((done, count));
+                on_progress(&progress);
+            }
+        },
+    )
+    .await;
+    have
+}

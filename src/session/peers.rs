@@ -1,0 +1,192 @@
+//! Where peers come from and how connections are kept up: a bounded queue of addresses
+//! (given on the command line, from trackers, or retried), a connect loop that keeps at most
+//! `max_peers` connections with a few connects in flight, and the accept loop for incoming
+//! peers. Peers that broke the protocol are not retried; banned addresses are refused.
+
+use crate::net::TcpListener;
+use crate::peer::conn::{run_peer, ConnContext};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Connects in flight at once: enough to fill a swarm quickly without a SYN storm.
+const MAX_CONNECTING: usize = 8;
+/// Addresses remembered at once (queued or known); trackers can return thousands.
+const MAX_KNOWN_PEERS: usize = 4000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failed or closed connections are retried after this (doubling per failure) ...
+const RETRY_BASE: Duration = Duration::from_secs(2);
+/// ... this many times in a row before the address is forgotten.
+const MAX_FAILURES: u32 = 6;
+
+#[derive(Default)]
+struct Known {
+    failures: u32,
+    /// Connected or connecting right now.
+    busy: bool,
+    /// Broke the protocol: never again.
+    refused: bool,
+}
+
+pub struct PeerSource {
+    ctx: Rc<ConnContext>,
+    max_peers: usize,
+    queue: RefCell<VecDeque<SocketAddr>>,
+    known: RefCell<HashMap<SocketAddr, Known>>,
+    retries: RefCell<Vec<(Instant, SocketAddr)>>,
+    connecting: Cell<usize>,
+    wake: Notify,
+}
+
+impl PeerSource {
+    pub fn new(ctx: Rc<ConnContext>, max_peers: usize) -> Rc<PeerSource> {
+        Rc::new(PeerSource {
+            ctx,
+            max_peers,
+            queue: RefCell::new(VecDeque::new()),
+            known: RefCell::new(HashMap::new()),
+            retries: RefCell::new(Vec::new()),
+            connecting: Cell::new(0),
+            wake: Notify::new(),
+        })
+    }
+
+    /// Queues addresses we have not seen yet.
+    pub fn add(&self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        let mut known = self.known.borrow_mut();
+        let mut queue = self.queue.borrow_mut();
+        for addr in addrs {
+            if known.len() >= MAX_KNOWN_PEERS {
+                break;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(addr) {
+                slot.insert(Known::default());
+                queue.push_back(addr);
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    fn room(&self) -> bool {
+        let connected = self.ctx.torrent.borrow().peer_count();
+        connected + self.connecting.get() < self.max_peers && self.connecting.get() < MAX_CONNECTING
+    }
+
+    /// Closes every connection.
+    pub fn disconnect_all(&self) {
+        self.ctx.torrent.borrow().close_all_peers();
+    }
+
+    fn schedule_retry(&self, addr: SocketAddr, failed: bool) {
+        let mut known = self.known.borrow_mut();
+        let Some(k) = known.get_mut(&addr) else {
+            return;
+        };
+        k.busy = false;
+        if failed {
+            k.failures += 1;
+        } else {
+            k.failures = 0;
+        }
+        if k.refused || k.failures >= MAX_FAILURES {
+            return;
+        }
+        let delay = RETRY_BASE * 2u32.pow(k.failures.min(6));
+        self.retries
+            .borrow_mut()
+            .push((Instant::now() + delay, addr));
+    }
+
+    fn take_due_retries(&self) {
+        let now = Instant::now();
+        let mut retries = self.retries.borrow_mut();
+        let mut queue = self.queue.borrow_mut();
+        retries.retain(|&(at, addr)| {
+            if at <= now {
+                queue.push_back(addr);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+/// Keeps connections up to the cap from the queue of addresses.
+pub async fn connect_loop(source: Rc<PeerSource>) {
+    loop {
+        source.take_due_retries();
+        while source.room() {
+            let Some(addr) = source.queue.borrow_mut().pop_front() else {
+                break;
+            };
+            let usable = {
+                let torrent = source.ctx.torrent.borrow();
+                !torrent.is_banned(addr.ip()) && !torrent.is_complete()
+            };
+            let mut known = source.known.borrow_mut();
+            let k = known.entry(addr).or_default();
+            if !usable || k.busy || k.refused {
+                continue;
+            }
+            k.busy = true;
+            source.connecting.set(source.connecting.get() + 1);
+            tokio_uring::spawn(connect_and_run(Rc::clone(&source), addr));
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), source.wake.notified()).await;
+    }
+}
+
+async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
+    let connected = crate::net::connect(addr, CONNECT_TIMEOUT).await;
+    source.connecting.set(source.connecting.get() - 1);
+    let stream = match connected {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "connect failed");
+            source.schedule_retry(addr, true);
+            source.wake.notify_one();
+            return;
+        }
+    };
+    let result = run_peer(Rc::clone(&source.ctx), stream, addr).await;
+    tracing::debug!(%addr, ?result, "peer connection ended");
+    if let Err(e) = &result {
+        if e.is_misbehaviour() {
+            source.ctx.torrent.borrow_mut().stats.peers_dropped += 1;
+            if let Some(k) = source.known.borrow_mut().get_mut(&addr) {
+                k.refused = true;
+            }
+        }
+    }
+    source.schedule_retry(addr, result.is_err());
+    source.wake.notify_one();
+}
+
+/// Accepts incoming peers while there is room for them.
+pub async fn accept_loop(listener: TcpListener, source: Rc<PeerSource>) {
+    loop {
+        let Ok((stream, addr)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let full = source.ctx.torrent.borrow().peer_count() >= source.max_peers;
+        if full || source.ctx.torrent.borrow().is_banned(addr.ip()) {
+            continue; // dropping the stream closes it
+        }
+        let _ = crate::net::tune_accepted(&stream);
+        let ctx = Rc::clone(&source.ctx);
+        tokio_uring::spawn(async move {
+            let result = run_peer(Rc::clone(&ctx), stream, addr).await;
+            tracing::debug!(%addr, ?result, "incoming peer connection ended");
+            if let Err(e) = result {
+                if e.is_misbehaviour() {
+                    ctx.torrent.borrow_mut().stats.peers_dropped += 1;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,639 @@
+//! The state of one torrent in a running session and every decision about it: which peers
+//! we talk to and what each has, which blocks to request from whom, what to do with a block
+//! that arrives (strike, drop, or write and hash), what happens when a piece verifies or
+//! fails, and whom to unchoke. The I/O layer (`peer::conn`, `session`) calls these handlers
+//! and carries out what they return (writes to issue, tail reads, peers to drop); nothing
+//! here awaits, so the state is never borrowed across an I/O operation.
+
+mod peer_state;
+mod stats;
+mod verify;
+
+pub use peer_state::{PeerState, MAX_QUEUED_REQUESTS};
+pub use stats::Stats;
+pub use verify::{HashVerdict, Verifier};
+
+use crate::buffer::Chunk;
+use crate::layout::Layout;
+use crate::peer::inbox::{Inbound, ReceivedBlock};
+use crate::peer::outbox::Outbox;
+use crate::picker::{BlockReceived, PeerKey, Picker};
+use crate::types::{BlockRef, PieceIndex};
+use crate::wire::{validate_bitfield, Message};
+use bitvec::prelude::{BitVec, Msb0};
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Hash failures a peer may contribute to before it is banned.
+const MAX_STRIKES: u32 = 3;
+/// Largest block a peer may request from us (128 KiB is the most any client sends).
+const MAX_REQUEST_LEN: u32 = 128 << 10;
+/// A peer with requests outstanding that sends no block for this long is snubbed: its
+/// requests go back to the pool for others.
+const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that sends nothing at all for this long is dropped (keep-alives come every 2 min).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Why a peer is being disconnected for what it sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Violation {
+    #[error("sent a block that was never requested ({0:?})")]
+    UnrequestedBlock(BlockRef),
+    #[error("sent a BITFIELD after other messages")]
+    LateBitfield,
+    #[error("sent a bad BITFIELD: {0}")]
+    BadBitfield(String),
+    #[error("sent HAVE for piece {0}, past the last piece")]
+    HaveOutOfRange(u32),
+    #[error("requested a block outside the torrent ({0:?})")]
+    BadRequest(BlockRef),
+    #[error("requested piece {0}, which we do not have")]
+    RequestForMissingPiece(u32),
+    #[error("queued more than {MAX_QUEUED_REQUESTS} requests")]
+    RequestFlood,
+    #[error("banned after {MAX_STRIKES} pieces that failed their hash check")]
+    Banned,
+}
+
+/// A run of accepted blocks contiguous in the torrent's data, to be written with one
+/// vectored write.
+pub struct WriteJob {
+    pub start: u64,
+    pub chunks: Vec<Chunk>,
+    pub pieces: Vec<PieceIndex>,
+}
+
+/// Bytes of a piece that must be re-read from disk and hashed before its verdict (they
+/// arrived out of order).
+pub struct TailRead {
+    pub piece: PieceIndex,
+    pub start: u64,
+    pub len: usize,
+    pub since: Instant,
+}
+
+/// Session-level settings a torrent needs.
+#[derive(Debug, Clone)]
+pub struct TorrentConfig {
+    /// Peers we upload to at once.
+    pub upload_slots: usize,
+}
+
+impl Default for TorrentConfig {
+    fn default() -> Self {
+        TorrentConfig { upload_slots: 8 }
+    }
+}
+
+/// Write and hash progress of a piece being downloaded.
+#[derive(Default)]
+struct PieceProgress {
+    /// Bytes from the piece start fed to the running hash.
+    hashed_to: u32,
+    writes_pending: u32,
+    all_received: bool,
+}
+
+pub struct Torrent {
+    layout: Layout,
+    picker: Picker,
+    have: BitVec<u8, Msb0>,
+    peers: HashMap<PeerKey, PeerState>,
+    next_key: u32,
+    progress: HashMap<u32, PieceProgress>,
+    verifier: Verifier,
+    banned: HashSet<IpAddr>,
+    config: TorrentConfig,
+    pub stats: Stats,
+    /// Pieces verified since the resume data was last saved.
+    pub resume_dirty: bool,
+}
+
+impl Torrent {
+    pub fn new(
+        layout: Layout,
+        have: BitVec<u8, Msb0>,
+        verifier: Verifier,
+        config: TorrentConfig,
+    ) -> Torrent {
+        let mut picker = Picker::new(
+            layout.piece_count(),
+            layout.piece_length(),
+            layout.total_length(),
+            rand::random(),
+        );
+        for p in have.iter_ones() {
+            picker.mark_have(PieceIndex(p as u32));
+        }
+        Torrent {
+            layout,
+            picker,
+            have,
+            peers: HashMap::new(),
+            next_key: 0,
+            progress: HashMap::new(),
+            verifier,
+            banned: HashSet::new(),
+            config,
+            stats: Stats::default(),
+            resume_dirty: false,
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn have(&self) -> &BitVec<u8, Msb0> {
+        &self.have
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// Bytes of verified pieces.
+    pub fn bytes_have(&self) -> u64 {
+        self.have
+            .iter_ones()
+            .map(|p| u64::from(self.layout.piece_len(PieceIndex(p as u32))))
+            .sum()
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.banned.contains(&ip)
+    }
+
+    pub fn is_connected(&self, addr: SocketAddr) -> bool {
+        self.peers.values().any(|p| p.addr == addr)
+    }
+
+    /// Sum of the peers' download rates, bytes per second.
+    pub fn download_rate(&self) -> f64 {
+        self.peers.values().map(|p| p.download.rate()).sum()
+    }
+
+    pub fn upload_rate(&self) -> f64 {
+        self.peers.values().map(|p| p.upload.rate()).sum()
+    }
+
+    pub fn peer(&self, key: PeerKey) -> Option<&PeerState> {
+        self.peers.get(&key)
+    }
+
+    pub fn peer_mut(&mut self, key: PeerKey) -> Option<&mut PeerState> {
+        self.peers.get_mut(&key)
+    }
+
+    /// Adds a connected peer (handshake done) and sends it our BITFIELD.
+    pub fn add_peer(&mut self, addr: SocketAddr, outbox: Rc<Outbox>, now: Instant) -> PeerKey {
+        let key = PeerKey(self.next_key);
+        self.next_key = self.next_key.wrapping_add(1);
+        if self.have.any() {
+            outbox.send(&Message::Bitfield(self.have.as_raw_slice()));
+        }
+        let state = PeerState::new(addr, outbox, self.layout.piece_count(), now);
+        self.peers.insert(key, state);
+        key
+    }
+
+    /// Asks every connection to close (their writers shut the sockets down).
+    pub fn close_all_peers(&self) {
+        for p in self.peers.values() {
+            p.outbox.close();
+        }
+    }
+
+    /// Forgets a disconnected peer: its pieces stop counting and its requests go back.
+    pub fn remove_peer(&mut self, key: PeerKey) {
+        let Some(mut p) = self.peers.remove(&key) else {
+            return;
+        };
+        let blocks = p.release_all_requests();
+        self.picker.release_peer(key, &blocks);
+        if p.counted_as_seed {
+            self.picker.seed_left();
+        } else {
+            let pieces: Vec<PieceIndex> = p.has.iter_ones().map(|i| PieceIndex(i as u32)).collect();
+            self.picker.peer_lost(pieces);
+        }
+        p.outbox.close();
+    }
+
+    /// Handles one non-block message from `key`.
+    pub fn on_message(
+        &mut self,
+        key: PeerKey,
+        msg: Inbound,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return Ok(());
+        };
+        p.last_received_at = now;
+        // BITFIELD must come first, but the extension handshake, keep-alives and messages we
+        // ignore may precede it (clients differ in what they send first).
+        let bitfield_allowed = p.bitfield_allowed;
+        if !matches!(
+            msg,
+            Inbound::Extended { .. } | Inbound::KeepAlive | Inbound::Ignored
+        ) {
+            p.bitfield_allowed = false;
+        }
+        match msg {
+            Inbound::KeepAlive | Inbound::Ignored | Inbound::HaveNone => {}
+            Inbound::Choke => {
+                p.peer_choking = true;
+                let blocks = p.release_all_requests();
+                self.picker.release_peer(key, &blocks);
+            }
+            Inbound::Unchoke => {
+                p.peer_choking = false;
+                self.refill_requests(key, now);
+            }
+            Inbound::Interested => {
+                p.peer_interested = true;
+                self.maybe_unchoke(key);
+            }
+            Inbound::NotInterested => {
+                p.peer_interested = false;
+                if !p.am_choking {
+                    p.am_choking = true;
+                    p.their_requests.clear();
+                    p.outbox.send(&Message::Choke);
+                }
+            }
+            Inbound::Have(piece) => self.on_have(key, piece)?,
+            Inbound::Bitfield(bits) => {
+                if !bitfield_allowed {
+                    return Err(Violation::LateBitfield);
+                }
+                validate_bitfield(&bits, self.layout.piece_count())
+                    .map_err(|e| Violation::BadBitfield(e.to_string()))?;
+                self.on_bitfield(key, BitVec::from_vec(bits));
+            }
+            Inbound::HaveAll => {
+                let all = BitVec::repeat(true, self.layout.piece_count() as usize);
+                self.on_bitfield(key, all);
+            }
+            Inbound::Request(block) => self.on_request(key, block)?,
+            Inbound::Cancel(block) => p.their_requests.retain(|b| *b != block),
+            Inbound::Reject(block) => {
+                if p.take_request(block).is_some() {
+                    self.picker.release_block(key, block);
+                }
+            }
+            Inbound::Extended { id: 0, payload } => {
+                if let Some(reqq) = crate::peer::extended::reqq_of(&payload) {
+                    p.max_window = reqq.clamp(1, peer_state::MAX_WINDOW);
+                }
+            }
+            Inbound::Extended { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn on_have(&mut self, key: PeerKey, piece: PieceIndex) -> Result<(), Violation> {
+        if piece.0 >= self.layout.piece_count() {
+            return Err(Violation::HaveOutOfRange(piece.0));
+        }
+        let we_have = self.have[piece.as_usize()];
+        let p = self.peers.get_mut(&key).expect("caller checked the peer");
+        if p.has_piece(piece) {
+            return Ok(());
+        }
+        p.has.set(piece.as_usize(), true);
+        p.has_count += 1;
+        self.picker.peer_has_piece(piece);
+        if !we_have {
+            p.wanted_count += 1;
+            self.update_interest(key);
+        }
+        Ok(())
+    }
+
+    fn on_bitfield(&mut self, key: PeerKey, mut bits: BitVec<u8, Msb0>) {
+        bits.truncate(self.layout.piece_count() as usize);
+        let p = self.peers.get_mut(&key).expect("caller checked the peer");
+        p.has_count = bits.count_ones() as u32;
+        p.wanted_count = bits.iter_ones().filter(|&i| !self.have[i]).count() as u32;
+        if !bits.is_empty() && bits.all() {
+            p.counted_as_seed = true;
+            self.picker.seed_joined();
+        } else {
+            self.picker
+                .peer_has_pieces(bits.iter_ones().map(|i| PieceIndex(i as u32)));
+        }
+        p.has = bits;
+        self.update_interest(key);
+    }
+
+    fn on_request(&mut self, key: PeerKey, block: BlockRef) -> Result<(), Violation> {
+        if block.len == 0
+            || block.len > MAX_REQUEST_LEN
+            || !self.layout.contains(block.piece, block.offset, block.len)
+        {
+            return Err(Violation::BadRequest(block));
+        }
+        if !self.have[block.piece.as_usize()] {
+            return Err(Violation::RequestForMissingPiece(block.piece.0));
+        }
+        let p = self.peers.get_mut(&key).expect("caller checked the peer");
+        if p.am_choking {
+            return Ok(()); // BEP 3: requests while choked are ignored
+        }
+        if p.their_requests.len() >= MAX_QUEUED_REQUESTS {
+            return Err(Violation::RequestFlood);
+        }
+        p.their_requests.push_back(block);
+        Ok(())
+    }
+
+    /// Sends INTERESTED or NOT_INTERESTED when our interest in `key` changed.
+    fn update_interest(&mut self, key: PeerKey) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let want = p.wanted_count > 0;
+        if want != p.am_interested {
+            p.am_interested = want;
+            p.outbox.send(if want {
+                &Message::Interested
+            } else {
+                &Message::NotInterested
+            });
+        }
+    }
+
+    /// Interim choker: unchoke interested peers while upload slots are free. (The
+    /// rate-based choker with optimistic unchoking replaces it with seeding.)
+    fn maybe_unchoke(&mut self, key: PeerKey) {
+        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if p.am_choking && p.peer_interested && unchoked < self.config.upload_slots {
+            p.am_choking = false;
+            p.outbox.send(&Message::Unchoke);
+        }
+    }
+
+    /// Handles the blocks of one receive buffer from `key`, returning the writes to issue.
+    pub fn on_blocks(
+        &mut self,
+        key: PeerKey,
+        blocks: Vec<ReceivedBlock>,
+        now: Instant,
+    ) -> Result<Vec<WriteJob>, Violation> {
+        let mut accepted: Vec<ReceivedBlock> = Vec::with_capacity(blocks.len());
+        for rb in blocks {
+            if self.accept_block(key, &rb, now)? {
+                accepted.push(rb);
+            }
+        }
+        Ok(self.coalesce_writes(accepted))
+    }
+
+    /// Checks one block; true if it is new data to write.
+    fn accept_block(
+        &mut self,
+        key: PeerKey,
+        rb: &ReceivedBlock,
+        now: Instant,
+    ) -> Result<bool, Violation> {
+        let block = rb.block;
+        let p = self.peers.get_mut(&key).expect("caller checked the peer");
+        p.last_received_at = now;
+        let sent_at = p.take_request(block);
+        let was_released = sent_at.is_none() && p.take_released(block);
+        if sent_at.is_none() && !was_released {
+            return Err(Violation::UnrequestedBlock(block));
+        }
+        p.download.add(block.len.into());
+        p.last_block_at = now;
+        p.grow_window();
+        if let Some(at) = sent_at {
+            stats::record(&mut self.stats.request_to_block, now - at);
+        }
+        match self.picker.on_block_received(block, key) {
+            BlockReceived::Accepted {
+                piece_complete,
+                cancel,
+            } => {
+                self.stats.downloaded += u64::from(block.len);
+                for other in cancel {
+                    self.cancel_request(other, block);
+                }
+                self.feed_hash(rb);
+                if piece_complete {
+                    self.progress.entry(block.piece.0).or_default().all_received = true;
+                }
+                Ok(true)
+            }
+            BlockReceived::Duplicate | BlockReceived::Unrequested => {
+                self.stats.wasted_blocks += 1;
+                Ok(false)
+            }
+        }
+    }
+
+    fn cancel_request(&mut self, key: PeerKey, block: BlockRef) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            if p.take_request(block).is_some() {
+                p.released.push_back(block);
+                p.outbox.send(&Message::Cancel(block));
+            }
+        }
+    }
+
+    fn feed_hash(&mut self, rb: &ReceivedBlock) {
+        let progress = self.progress.entry(rb.block.piece.0).or_default();
+        if progress.hashed_to == rb.block.offset {
+            progress.hashed_to += rb.block.len;
+            self.verifier.feed(rb.block.piece, rb.data.clone());
+        }
+    }
+
+    /// Groups accepted blocks into contiguous runs, one write each.
+    fn coalesce_writes(&mut self, mut blocks: Vec<ReceivedBlock>) -> Vec<WriteJob> {
+        blocks.sort_by_key(|b| (b.block.piece, b.block.offset));
+        let mut jobs: Vec<WriteJob> = Vec::new();
+        let mut end = u64::MAX;
+        for rb in blocks {
+            let start = self.layout.piece_offset(rb.block.piece) + u64::from(rb.block.offset);
+            match jobs.last_mut() {
+                Some(job) if start == end => {
+                    job.chunks.extend(rb.data);
+                    if job.pieces.last() != Some(&rb.block.piece) {
+                        job.pieces.push(rb.block.piece);
+                    }
+                }
+                _ => jobs.push(WriteJob {
+                    start,
+                    chunks: rb.data,
+                    pieces: vec![rb.block.piece],
+                }),
+            }
+            end = start + u64::from(rb.block.len);
+        }
+        for job in &jobs {
+            for piece in &job.pieces {
+                self.progress.entry(piece.0).or_default().writes_pending += 1;
+            }
+        }
+        jobs
+    }
+
+    /// Records a finished write; returns the pieces now ready to hash whose tail must be
+    /// re-read first. Pieces with nothing to re-read are finished right here.
+    pub fn on_write_done(
+        &mut self,
+        job_pieces: &[PieceIndex],
+        elapsed: Duration,
+        now: Instant,
+    ) -> Vec<TailRead> {
+        stats::record(&mut self.stats.disk_write, elapsed);
+        let mut tails = Vec::new();
+        for &piece in job_pieces {
+            let Some(progress) = self.progress.get_mut(&piece.0) else {
+                continue;
+            };
+            progress.writes_pending -= 1;
+            if !progress.all_received || progress.writes_pending > 0 {
+                continue;
+            }
+            let piece_len = self.layout.piece_len(piece);
+            if progress.hashed_to == piece_len {
+                self.verifier.finish(piece, None, now);
+            } else {
+                tails.push(TailRead {
+                    piece,
+                    start: self.layout.piece_offset(piece) + u64::from(progress.hashed_to),
+                    len: (piece_len - progress.hashed_to) as usize,
+                    since: now,
+                });
+            }
+        }
+        tails
+    }
+
+    /// Completes a piece whose tail was re-read from disk.
+    pub fn on_tail_read(&mut self, tail: TailRead, data: Vec<u8>) {
+        self.verifier.finish(tail.piece, Some(data), tail.since);
+    }
+
+    /// Applies a hash verdict. Returns the peers to disconnect (banned for bad data).
+    pub fn on_verdict(&mut self, v: HashVerdict, now: Instant) -> Vec<PeerKey> {
+        self.progress.remove(&v.piece.0);
+        stats::record(
+            &mut self.stats.piece_verify,
+            now.saturating_duration_since(v.since),
+        );
+        if v.ok {
+            self.on_piece_verified(v.piece);
+            return Vec::new();
+        }
+        self.stats.hash_failures += 1;
+        self.verifier.discard(v.piece);
+        let mut kick = Vec::new();
+        for key in self.picker.on_piece_failed(v.piece) {
+            let Some(p) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            p.strikes += 1;
+            if p.strikes >= MAX_STRIKES {
+                self.banned.insert(p.addr.ip());
+                self.stats.peers_banned += 1;
+                kick.push(key);
+            }
+        }
+        kick
+    }
+
+    fn on_piece_verified(&mut self, piece: PieceIndex) {
+        self.picker.on_piece_verified(piece);
+        self.have.set(piece.as_usize(), true);
+        self.stats.verified += u64::from(self.layout.piece_len(piece));
+        self.resume_dirty = true;
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let p = self.peers.get_mut(&key).expect("key listed above");
+            if p.has_piece(piece) {
+                p.wanted_count = p.wanted_count.saturating_sub(1);
+                self.update_interest(key);
+            } else {
+                p.outbox.send(&Message::Have(piece));
+            }
+        }
+    }
+
+    /// Tops up the request pipeline of `key` from the picker.
+    pub fn refill_requests(&mut self, key: PeerKey, now: Instant) {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let room = p.request_room();
+        if room == 0 || !p.am_interested {
+            return;
+        }
+        let mut picked = Vec::with_capacity(room);
+        let has = &p.has;
+        let seed = p.is_seed();
+        self.picker
+            .pick_blocks(key, |piece| has[piece.as_usize()], seed, room, &mut picked);
+        for block in picked {
+            p.requests.push_back((block, now));
+            p.outbox.send(&Message::Request(block));
+        }
+    }
+
+    /// Once a second: rates, pipeline sizes, snubbing, idle peers. Returns peers to drop.
+    pub fn tick(&mut self, elapsed: Duration, now: Instant) -> Vec<PeerKey> {
+        let mut drop = Vec::new();
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let p = self.peers.get_mut(&key).expect("key listed above");
+            p.download.tick(elapsed);
+            p.upload.tick(elapsed);
+            p.resize_window_from_rate();
+            if now - p.last_received_at > IDLE_TIMEOUT {
+                drop.push(key);
+                continue;
+            }
+            if !p.requests.is_empty() && now - p.last_block_at > SNUB_TIMEOUT {
+                let blocks = p.release_all_requests();
+                self.picker.release_peer(key, &blocks);
+                p.window = peer_state::MIN_WINDOW;
+                p.last_block_at = now;
+            }
+            self.refill_requests(key, now);
+        }
+        drop
+    }
+
+    /// The next block `key` asked us for that we should serve, if any.
+    pub fn next_upload(&mut self, key: PeerKey) -> Option<BlockRef> {
+        let p = self.peers.get_mut(&key)?;
+        if p.am_choking {
+            p.their_requests.clear();
+            return None;
+        }
+        p.their_requests.pop_front()
+    }
+
+    pub fn record_upload(&mut self, key: PeerKey, bytes: u64) {
+        self.stats.uploaded += bytes;
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.upload.add(bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

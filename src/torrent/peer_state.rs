@@ -1,0 +1,225 @@
+//! What the torrent knows about one connected peer: the four choke/interest flags, which
+//! pieces it has, the requests we have outstanding to it (and their send times), the
+//! requests it has queued with us, its measured rates, and its strikes. Pure state; the
+//! transitions live in `torrent` and this file's methods.
+
+use crate::peer::outbox::Outbox;
+use crate::types::{BlockRef, PieceIndex, BLOCK_SIZE};
+use bitvec::prelude::{BitVec, Msb0};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Request pipeline bounds (blocks of 16 KiB): the floor keeps a slow link busy, the
+/// ceiling is libtorrent's default max_out_request_queue.
+pub const MIN_WINDOW: u32 = 4;
+pub const MAX_WINDOW: u32 = 500;
+/// Window a new peer starts with, before its rate is known.
+const INITIAL_WINDOW: u32 = 32;
+/// The pipeline holds this much time's worth of the peer's measured rate (the
+/// bandwidth-delay product at this target delay).
+const TARGET_DELAY: Duration = Duration::from_secs(1);
+/// Requests a peer may queue with us; past it the peer is flooding and is dropped.
+pub const MAX_QUEUED_REQUESTS: usize = 2000;
+
+/// Bytes per second, as an exponentially weighted average over one-second ticks.
+#[derive(Default, Debug)]
+pub struct RateMeter {
+    this_tick: u64,
+    rate: f64,
+    total: u64,
+}
+
+impl RateMeter {
+    pub fn add(&mut self, bytes: u64) {
+        self.this_tick += bytes;
+        self.total += bytes;
+    }
+
+    /// Closes a tick of `elapsed` length.
+    pub fn tick(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let sample = self.this_tick as f64 / secs;
+        self.rate = if self.rate == 0.0 {
+            sample
+        } else {
+            0.5 * self.rate + 0.5 * sample
+        };
+        self.this_tick = 0;
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+pub struct PeerState {
+    pub addr: SocketAddr,
+    pub outbox: Rc<Outbox>,
+    pub has: BitVec<u8, Msb0>,
+    pub has_count: u32,
+    /// Joined with every piece: the picker counts it once, as a seed, not per piece.
+    pub counted_as_seed: bool,
+    /// Pieces it has that we lack: we are interested while this is above zero.
+    pub wanted_count: u32,
+    pub am_choking: bool,
+    pub am_interested: bool,
+    pub peer_choking: bool,
+    pub peer_interested: bool,
+    /// Our outstanding requests to it, oldest first, with when each was sent.
+    pub requests: VecDeque<(BlockRef, Instant)>,
+    /// Blocks we asked for and then gave back (choke, timeout): they may still arrive and
+    /// are not held against the peer.
+    pub released: VecDeque<BlockRef>,
+    /// How many requests to keep outstanding.
+    pub window: u32,
+    /// The peer's own cap (extension handshake `reqq`).
+    pub max_window: u32,
+    /// Its requests waiting to be served.
+    pub their_requests: VecDeque<BlockRef>,
+    pub download: RateMeter,
+    pub upload: RateMeter,
+    pub connected_at: Instant,
+    pub last_block_at: Instant,
+    pub last_received_at: Instant,
+    pub strikes: u32,
+    /// Whether the initial BITFIELD (or HAVE_ALL/NONE) slot has passed.
+    pub bitfield_allowed: bool,
+}
+
+impl PeerState {
+    pub fn new(addr: SocketAddr, outbox: Rc<Outbox>, piece_count: u32, now: Instant) -> PeerState {
+        PeerState {
+            addr,
+            outbox,
+            has: BitVec::repeat(false, piece_count as usize),
+            has_count: 0,
+            counted_as_seed: false,
+            wanted_count: 0,
+            am_choking: true,
+            am_interested: false,
+            peer_choking: true,
+            peer_interested: false,
+            requests: VecDeque::new(),
+            released: VecDeque::new(),
+            window: INITIAL_WINDOW,
+            max_window: MAX_WINDOW,
+            their_requests: VecDeque::new(),
+            download: RateMeter::default(),
+            upload: RateMeter::default(),
+            connected_at: now,
+            last_block_at: now,
+            last_received_at: now,
+            strikes: 0,
+            bitfield_allowed: true,
+        }
+    }
+
+    pub fn is_seed(&self) -> bool {
+        self.has_count as usize == self.has.len()
+    }
+
+    pub fn has_piece(&self, p: PieceIndex) -> bool {
+        self.has.get(p.as_usize()).is_some_and(|b| *b)
+    }
+
+    /// Requests we may still send right now.
+    pub fn request_room(&self) -> usize {
+        if self.peer_choking {
+            return 0;
+        }
+        (self.window.min(self.max_window) as usize).saturating_sub(self.requests.len())
+    }
+
+    /// Removes `block` from the outstanding requests; returns when it was sent, or None if
+    /// it was not outstanding.
+    pub fn take_request(&mut self, block: BlockRef) -> Option<Instant> {
+        let i = self.requests.iter().position(|(b, _)| *b == block)?;
+        self.requests.remove(i).map(|(_, at)| at)
+    }
+
+    /// True if `block` was requested from this peer and later released by us.
+    pub fn take_released(&mut self, block: BlockRef) -> bool {
+        match self.released.iter().position(|b| *b == block) {
+            Some(i) => {
+                self.released.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves every outstanding request to `released` and returns the blocks.
+    pub fn release_all_requests(&mut self) -> Vec<BlockRef> {
+        let blocks: Vec<BlockRef> = self.requests.drain(..).map(|(b, _)| b).collect();
+        self.released.extend(blocks.iter().copied());
+        // Only the most recent releases matter; older ones have surely arrived or died.
+        while self.released.len() > MAX_WINDOW as usize * 2 {
+            self.released.pop_front();
+        }
+        blocks
+    }
+
+    /// Slow start: each block received widens the window by one, up to the ceiling that
+    /// the last rate measurement allows.
+    pub fn grow_window(&mut self) {
+        if self.window < MAX_WINDOW {
+            self.window += 1;
+        }
+    }
+
+    /// Resizes the window from the measured rate (called once per tick).
+    pub fn resize_window_from_rate(&mut self) {
+        let bdp = self.download.rate() * TARGET_DELAY.as_secs_f64() / f64::from(BLOCK_SIZE);
+        let sized = (bdp as u32).clamp(MIN_WINDOW, MAX_WINDOW);
+        // Never shrink below what is in flight plus slow start's progress: a window the rate
+        // was limited by would otherwise collapse.
+        self.window = sized.max(self.window.min(self.requests.len() as u32 + MIN_WINDOW));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_follows_rate_within_bounds() {
+        let now = Instant::now();
+        let mut p = PeerState::new("127.0.0.1:1".parse().unwrap(), Outbox::new(), 10, now);
+        p.download.add(100 * 16384);
+        p.download.tick(Duration::from_secs(1));
+        p.resize_window_from_rate();
+        assert_eq!(p.window, 100);
+        p.download.add(0);
+        for _ in 0..20 {
+            p.download.tick(Duration::from_secs(1));
+        }
+        p.resize_window_from_rate();
+        assert_eq!(p.window, MIN_WINDOW);
+        p.download.add(1 << 40);
+        p.download.tick(Duration::from_secs(1));
+        p.resize_window_from_rate();
+        assert_eq!(p.window, MAX_WINDOW);
+    }
+
+    #[test]
+    fn released_requests_are_remembered() {
+        let now = Instant::now();
+        let mut p = PeerState::new("127.0.0.1:1".parse().unwrap(), Outbox::new(), 10, now);
+        let b = BlockRef {
+            piece: PieceIndex(1),
+            offset: 0,
+            len: 16384,
+        };
+        p.requests.push_back((b, now));
+        assert_eq!(p.release_all_requests(), vec![b]);
+        assert!(p.take_request(b).is_none());
+        assert!(p.take_released(b));
+        assert!(!p.take_released(b));
+    }
+}

@@ -1,0 +1,1 @@
+//! Unit tests for the torrent state machine, driven without sockets.
