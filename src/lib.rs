@@ -2,8 +2,9 @@
 //!
 //! The crate is laid out in three rings (see DESIGN.md): a pure core that never touches a
 //! socket, a file or a clock (`bencode`, `metainfo`, `magnet`, `layout`, ...), the I/O layer
-//! (`storage`, `hash`), and the front (`cli`).
+//! (`storage`, `hash`, `announce`), and the front (`cli`).
 
+pub mod announce;
 pub mod bencode;
 pub mod buffer;
 pub mod check;
