@@ -6,6 +6,7 @@
 
 mod peers;
 pub mod resume;
+mod trackers;
 
 use crate::buffer::BufferPool;
 use crate::check::{check_pieces, PieceCheck};
@@ -162,6 +163,16 @@ pub async fn run(
         tokio_uring::spawn(peers::accept_loop(listener, Rc::clone(&source))),
         tokio_uring::spawn(peers::connect_loop(Rc::clone(&source))),
     ];
+    let signals = Rc::new(trackers::TrackerSignals::default());
+    let tracker_task = (config.use_trackers && !meta.trackers.is_empty()).then(|| {
+        tokio_uring::spawn(trackers::announce_loop(
+            Arc::clone(&meta),
+            ctx.peer_id,
+            listen_addr.port(),
+            Rc::clone(&source),
+            Rc::clone(&signals),
+        ))
+    });
     let complete = Rc::new(tokio::sync::Notify::new());
     let verdict_task = tokio_uring::spawn({
         let (torrent, complete) = (Rc::clone(&torrent), Rc::clone(&complete));
@@ -182,11 +193,19 @@ pub async fn run(
     if torrent.borrow().is_complete() {
         complete.notify_one();
     }
-    let ending = drive(&meta, &config, &ctx, &complete, &mut on_progress).await;
+    let ending = drive(&meta, &config, &ctx, &complete, &signals, &mut on_progress).await;
     for t in tasks {
         t.abort();
     }
     verdict_task.abort();
+    if let Some(task) = tracker_task {
+        signals.stop.notify_one();
+        let _ = tokio::time::timeout(
+            trackers::STOP_ANNOUNCE_TIMEOUT + Duration::from_secs(1),
+            task,
+        )
+        .await;
+    }
     let ending = ending?;
     source.disconnect_all();
     let progress = snapshot(&torrent.borrow(), storage.layout().total_length());
@@ -209,6 +228,7 @@ async fn drive(
     config: &SessionConfig,
     ctx: &Rc<ConnContext>,
     complete: &tokio::sync::Notify,
+    signals: &trackers::TrackerSignals,
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<Ending, SessionError> {
     let mut interval = tokio::time::interval(Duration::from_secs(1));
@@ -238,6 +258,9 @@ async fn drive(
             _ = complete.notified(), if !finished => {
                 finished = true;
                 finish_download(meta, config, ctx).await?;
+                if ctx.torrent.borrow().stats.downloaded > 0 {
+                    signals.completed.notify_one(); // a seed that started complete never "completes"
+                }
                 on_progress(&snapshot(&ctx.torrent.borrow(), total));
                 if !config.seed {
                     return Ok(Ending::Complete);

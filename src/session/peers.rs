@@ -70,6 +70,10 @@ impl PeerSource {
         self.wake.notify_one();
     }
 
+    pub fn torrent(&self) -> std::cell::Ref<'_, crate::torrent::Torrent> {
+        self.ctx.torrent.borrow()
+    }
+
     fn room(&self) -> bool {
         let connected = self.ctx.torrent.borrow().peer_count();
         connected + self.connecting.get() < self.max_peers && self.connecting.get() < MAX_CONNECTING
