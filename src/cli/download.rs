@@ -134,6 +134,8 @@ fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, 
             "mb_s": got as f64 / secs / 1e6,
             "hash_failures": report.hash_failures,
             "peers_dropped": report.peers_dropped,
+            "peers_banned": report.peers_banned,
+            "peak_rss_mib": peak_rss_mib(),
             "latency": report.stats_json,
         });
         println!("{v}");
@@ -150,6 +152,14 @@ fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, 
             println!("{line}");
         }
     }
+}
+
+/// This process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// A progress bar on a terminal, a plain line every 5 s otherwise, nothing when quiet.

@@ -109,6 +109,7 @@ pub struct Report {
     pub stats_lines: Vec<String>,
     pub hash_failures: u32,
     pub peers_dropped: u32,
+    pub peers_banned: u32,
 }
 
 /// Runs a session for `meta` until it completes (and, with `seed`, until interrupted).
@@ -219,6 +220,7 @@ pub async fn run(
         stats_lines: t.stats.latency_lines(),
         hash_failures: t.stats.hash_failures,
         peers_dropped: t.stats.peers_dropped,
+        peers_banned: t.stats.peers_banned,
     })
 }
 

@@ -17,8 +17,8 @@ const MAX_CONNECTING: usize = 8;
 /// Addresses remembered at once (queued or known); trackers can return thousands.
 const MAX_KNOWN_PEERS: usize = 4000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Failed or closed connections are retried after this (doubling per failure) ...
-const RETRY_BASE: Duration = Duration::from_secs(2);
+/// Failed or closed connections are retried after this, doubling per failure up to 16x ...
+const RETRY_BASE: Duration = Duration::from_secs(1);
 /// ... this many times in a row before the address is forgotten.
 const MAX_FAILURES: u32 = 6;
 
@@ -98,7 +98,7 @@ impl PeerSource {
         if k.refused || k.failures >= MAX_FAILURES {
             return;
         }
-        let delay = RETRY_BASE * 2u32.pow(k.failures.min(6));
+        let delay = RETRY_BASE * 2u32.pow(k.failures.min(4));
         self.retries
             .borrow_mut()
             .push((Instant::now() + delay, addr));
@@ -129,7 +129,7 @@ pub async fn connect_loop(source: Rc<PeerSource>) {
             };
             let usable = {
                 let torrent = source.ctx.torrent.borrow();
-                !torrent.is_banned(addr.ip()) && !torrent.is_complete()
+                !torrent.is_banned(addr) && !torrent.is_complete()
             };
             let mut known = source.known.borrow_mut();
             let k = known.entry(addr).or_default();
@@ -178,7 +178,7 @@ pub async fn accept_loop(listener: TcpListener, source: Rc<PeerSource>) {
             continue;
         };
         let full = source.ctx.torrent.borrow().peer_count() >= source.max_peers;
-        if full || source.ctx.torrent.borrow().is_banned(addr.ip()) {
+        if full || source.ctx.torrent.borrow().is_banned(addr) {
             continue; // dropping the stream closes it
         }
         let _ = crate::net::tune_accepted(&stream);

@@ -22,7 +22,7 @@ use crate::types::{BlockRef, PieceIndex};
 use crate::wire::{validate_bitfield, Message};
 use bitvec::prelude::{BitVec, Msb0};
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,9 @@ pub struct Torrent {
     next_key: u32,
     progress: HashMap<u32, PieceProgress>,
     verifier: Verifier,
-    banned: HashSet<IpAddr>,
+    /// Banned peers: whole IPs, except on loopback where many peers share 127.0.0.1 and
+    /// only the listening address (IP and port) is banned.
+    banned: HashSet<SocketAddr>,
     config: TorrentConfig,
     pub stats: Stats,
     /// Pieces verified since the resume data was last saved.
@@ -166,8 +168,9 @@ impl Torrent {
         self.peers.len()
     }
 
-    pub fn is_banned(&self, ip: IpAddr) -> bool {
-        self.banned.contains(&ip)
+    /// True if a peer at `addr` must be refused.
+    pub fn is_banned(&self, addr: SocketAddr) -> bool {
+        self.banned.contains(&ban_key(addr)) || self.banned.contains(&addr)
     }
 
     pub fn is_connected(&self, addr: SocketAddr) -> bool {
@@ -409,6 +412,9 @@ impl Torrent {
     ) -> Result<bool, Violation> {
         let block = rb.block;
         let p = self.peers.get_mut(&key).expect("caller checked the peer");
+        if p.strikes >= MAX_STRIKES {
+            return Err(Violation::Banned); // its connection is closing; take nothing more
+        }
         p.last_received_at = now;
         let sent_at = p.take_request(block);
         let was_released = sent_at.is_none() && p.take_released(block);
@@ -547,8 +553,8 @@ impl Torrent {
                 continue;
             };
             p.strikes += 1;
-            if p.strikes >= MAX_STRIKES {
-                self.banned.insert(p.addr.ip());
+            if p.strikes == MAX_STRIKES {
+                self.banned.insert(ban_key(p.addr));
                 self.stats.peers_banned += 1;
                 kick.push(key);
             }
@@ -632,6 +638,16 @@ impl Torrent {
         if let Some(p) = self.peers.get_mut(&key) {
             p.upload.add(bytes);
         }
+    }
+}
+
+/// What a ban covers: the IP (port 0 stands for any port), or the exact address on
+/// loopback.
+fn ban_key(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_loopback() {
+        addr
+    } else {
+        SocketAddr::new(addr.ip(), 0)
     }
 }
 

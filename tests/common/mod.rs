@@ -3,6 +3,9 @@
 //! torrent. Tests fail loudly when a client is missing: `.ci/run` installs them.
 #![allow(dead_code)]
 
+pub mod fake_peer;
+pub mod swarm;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

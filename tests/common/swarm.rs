@@ -1,0 +1,143 @@
+//! Loopback swarms of spate processes for tests: a seeder on a free port, leechers pointed
+//! at it, each a child process killed (by PID) when its guard drops.
+#![allow(dead_code)]
+
+use super::{spate, stderr};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A spate child process, killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Proc {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: &str) {
+        let _ = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for exit (up to `limit`), killing it past that; returns its output.
+    pub fn wait(mut self, limit: Duration) -> Output {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let child = std::mem::replace(
+            &mut self.child,
+            std::process::Command::new("true").spawn().unwrap(),
+        );
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `spate seed` for `torrent` over `dir` on a free port; returns once it accepts peers.
+pub fn start_seeder(torrent: &Path, dir: &Path, extra: &[&str]) -> Proc {
+    start_seeder_on(free_port(), torrent, dir, extra)
+}
+
+/// Starts `spate seed` on a given port.
+pub fn start_seeder_on(port: u16, torrent: &Path, dir: &Path, extra: &[&str]) -> Proc {
+    let child = spate()
+        .args([
+            "seed",
+            torrent.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            "--listen-ip",
+            "127.0.0.1",
+        ])
+        .args([
+            "--listen-port",
+            &port.to_string(),
+            "--no-trackers",
+            "--quiet",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p = Proc { child, port };
+    wait_listening(p.addr(), Duration::from_secs(20));
+    p
+}
+
+/// Starts `spate download` of `torrent` into `out` with the given extra args.
+pub fn start_leecher(torrent: &Path, out: &Path, extra: &[&str]) -> Proc {
+    let port = free_port();
+    let child = spate()
+        .args([
+            "download",
+            torrent.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--listen-ip",
+            "127.0.0.1",
+        ])
+        .args([
+            "--listen-port",
+            &port.to_string(),
+            "--no-trackers",
+            "--quiet",
+            "--json",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Proc { child, port }
+}
+
+/// Waits until something accepts connections at `addr`.
+pub fn wait_listening(addr: SocketAddr, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listening at {addr} after {limit:?}");
+}
+
+/// Parses the leecher's `--json` report, failing with its stderr if it did not succeed.
+pub fn report_of(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "leecher failed ({:?}): {}",
+        out.status,
+        stderr(out)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("bad report {text:?}: {e}"))
+}

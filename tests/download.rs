@@ -1,0 +1,230 @@
+//! End-to-end downloads over real sockets and files: spate seeding to spate, resuming after
+//! SIGKILL and SIGTERM, and staying correct next to peers that misbehave in every way the
+//! download engine must survive.
+
+mod common;
+
+use common::fake_peer::{Behaviour, FakePeer};
+use common::swarm::{report_of, start_leecher, start_seeder};
+use common::*;
+use spate::metainfo::Metainfo;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const PIECE: usize = 256 << 10;
+const LIMIT: Duration = Duration::from_secs(60);
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    torrent: std::path::PathBuf,
+    meta: Metainfo,
+}
+
+impl Fixture {
+    /// A single-file torrent of `len` bytes in `dir/seed/one.bin`.
+    fn single(len: usize) -> Fixture {
+        let dir = tempdir();
+        write_tree(&dir.path().join("seed"), &[("one.bin", len)]);
+        Fixture::finish(dir, "seed/one.bin")
+    }
+
+    fn multi() -> Fixture {
+        let dir = tempdir();
+        write_tree(
+            &dir.path().join("seed"),
+            &[
+                ("tree/a.bin", 3 * PIECE + 100),
+                ("tree/empty", 0),
+                ("tree/sub dir/ü.txt", 5000),
+                ("tree/sub dir/zero", 0),
+                ("tree/z.bin", PIECE - 5100 + 1),
+            ],
+        );
+        Fixture::finish(dir, "seed/tree")
+    }
+
+    fn finish(dir: tempfile::TempDir, rel: &str) -> Fixture {
+        let torrent = dir.path().join("t.torrent");
+        create_torrent(&dir.path().join(rel), &torrent, &["--piece-size", "256K"]);
+        let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+        Fixture { dir, torrent, meta }
+    }
+
+    fn seed_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("seed")
+    }
+
+    fn out_dir(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The whole payload, concatenated in torrent order.
+    fn payload(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for f in &self.meta.info.files {
+            all.extend(std::fs::read(self.seed_dir().join(&f.path)).unwrap());
+        }
+        all
+    }
+
+    fn assert_same_files(&self, out: &Path) {
+        for f in &self.meta.info.files {
+            let want = std::fs::read(self.seed_dir().join(&f.path)).unwrap();
+            let got = std::fs::read(out.join(&f.path))
+                .unwrap_or_else(|e| panic!("{}: {e}", f.path.display()));
+            assert!(want == got, "{} differs", f.path.display());
+        }
+    }
+}
+
+#[test]
+fn spate_to_spate_single_file() {
+    let fx = Fixture::single(20 * PIECE + 1);
+    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+    let out = fx.out_dir("leech");
+    let leecher = start_leecher(&fx.torrent, &out, &["--peer", &seeder.addr().to_string()]);
+    let report = report_of(&leecher.wait(LIMIT));
+    fx.assert_same_files(&out);
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["hash_failures"], 0);
+}
+
+#[test]
+fn spate_to_spate_multi_file() {
+    let fx = Fixture::multi();
+    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+    let out = fx.out_dir("leech");
+    let leecher = start_leecher(&fx.torrent, &out, &["--peer", &seeder.addr().to_string()]);
+    report_of(&leecher.wait(LIMIT));
+    fx.assert_same_files(&out);
+    assert_eq!(std::fs::metadata(out.join("tree/empty")).unwrap().len(), 0);
+}
+
+/// Waits until `spate verify` finds at least `pieces` complete pieces in `out`.
+fn wait_for_pieces(torrent: &Path, out: &Path, pieces: u64) {
+    let deadline = Instant::now() + LIMIT;
+    while Instant::now() < deadline {
+        let o = run_spate(&["verify", path_str(torrent), path_str(out), "--json"]);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&o.stdout) {
+            if v["pieces"]["complete"].as_u64().unwrap_or(0) >= pieces {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{pieces} pieces never arrived");
+}
+
+fn resume_after(signal: &str) {
+    let fx = Fixture::single(40 * PIECE);
+    let half = FakePeer::start(&fx.meta, fx.payload(), Behaviour::HalfSeed);
+    let out = fx.out_dir("leech");
+    let first = start_leecher(&fx.torrent, &out, &["--peer", &half.addr.to_string()]);
+    wait_for_pieces(&fx.torrent, &out, 20);
+    first.signal(signal);
+    let first_out = first.wait(Duration::from_secs(10));
+    if signal == "TERM" {
+        assert_eq!(first_out.status.code(), Some(130), "{}", stderr(&first_out));
+        assert!(
+            out.join(".spate").read_dir().unwrap().count() == 1,
+            "resume data saved on SIGTERM"
+        );
+    }
+    drop(half);
+    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+    let second = start_leecher(&fx.torrent, &out, &["--peer", &seeder.addr().to_string()]);
+    let report = report_of(&second.wait(LIMIT));
+    fx.assert_same_files(&out);
+    let downloaded = report["downloaded_bytes"].as_u64().unwrap();
+    assert!(
+        downloaded <= 20 * PIECE as u64,
+        "fetched {downloaded} bytes again; the first half was verified"
+    );
+}
+
+#[test]
+fn resumes_after_sigkill_without_refetching_verified_pieces() {
+    resume_after("KILL");
+}
+
+#[test]
+fn resumes_after_sigterm_from_saved_resume_data() {
+    resume_after("TERM");
+}
+
+/// Downloads next to a misbehaving peer listed first; returns the leecher's report.
+fn download_beside(behaviour: Behaviour) -> serde_json::Value {
+    let fx = Fixture::single(24 * PIECE + 7);
+    let bad = FakePeer::start(&fx.meta, fx.payload(), behaviour);
+    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+    let out = fx.out_dir("leech");
+    let peers = [
+        "--peer",
+        &bad.addr.to_string(),
+        "--peer",
+        &seeder.addr().to_string(),
+    ];
+    let leecher = start_leecher(
+        &fx.torrent,
+        &out,
+        &[&peers[..], &["--memory-limit", "16M"]].concat(),
+    );
+    let report = report_of(&leecher.wait(LIMIT));
+    fx.assert_same_files(&out);
+    let rss = report["peak_rss_mib"].as_f64().unwrap();
+    assert!(rss < 120.0, "{behaviour:?}: peak RSS {rss} MiB");
+    report
+}
+
+#[test]
+fn peers_that_break_the_protocol_are_dropped() {
+    for behaviour in [
+        Behaviour::Unrequested,
+        Behaviour::WrongLength,
+        Behaviour::HugeFrame,
+        Behaviour::BitfieldTooLong,
+        Behaviour::BitfieldSpareBits,
+        Behaviour::HaveOutOfRange,
+        Behaviour::WrongInfoHash,
+    ] {
+        let report = download_beside(behaviour);
+        assert!(
+            report["peers_dropped"].as_u64().unwrap() >= 1,
+            "{behaviour:?} was not dropped: {report}"
+        );
+    }
+}
+
+#[test]
+fn a_silent_peer_does_not_stall_the_download() {
+    download_beside(Behaviour::Silent);
+}
+
+#[test]
+fn corrupt_data_is_never_kept_and_its_sender_is_banned() {
+    let fx = Fixture::single(24 * PIECE);
+    let bad = FakePeer::start(&fx.meta, fx.payload(), Behaviour::Corrupt);
+    // The honest seeder's port is given now but it starts only after the ban, so every
+    // early request goes to the corrupt peer.
+    let port = common::swarm::free_port();
+    let out = fx.out_dir("leech");
+    let honest = format!("127.0.0.1:{port}");
+    let leecher = start_leecher(
+        &fx.torrent,
+        &out,
+        &["--peer", &bad.addr.to_string(), "--peer", &honest],
+    );
+    let deadline = Instant::now() + LIMIT;
+    while bad.disconnects.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the corrupt peer was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _seeder = common::swarm::start_seeder_on(port, &fx.torrent, &fx.seed_dir(), &[]);
+    let report = report_of(&leecher.wait(LIMIT));
+    fx.assert_same_files(&out);
+    assert!(report["hash_failures"].as_u64().unwrap() >= 3, "{report}");
+    assert_eq!(report["peers_banned"], 1, "{report}");
+}
