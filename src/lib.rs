@@ -5,6 +5,7 @@
 //! (`storage`, `hash`, `announce`), and the front (`cli`).
 
 pub mod announce;
+pub mod bench;
 pub mod bencode;
 pub mod buffer;
 pub mod check;

@@ -1,6 +1,7 @@
 //! The command line: argument parsing (clap) and one module per subcommand. No protocol or
 //! storage logic lives here; the subcommands call the library and print what it returns.
 
+mod bench;
 mod create;
 mod download;
 mod info;
@@ -38,6 +39,8 @@ enum Command {
     Download(download::DownloadArgs),
     /// Serve a torrent's data to peers until interrupted.
     Seed(download::SeedArgs),
+    /// Run a loopback swarm (1 seeder, K leechers) and report throughput and latencies.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -50,6 +53,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify::run(a),
         Command::Download(a) => download::run_download(a),
         Command::Seed(a) => download::run_seed(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(code) => code,

@@ -48,6 +48,10 @@ pub struct SessionConfig {
     pub upload_slots: usize,
     /// Announce to the torrent's trackers.
     pub use_trackers: bool,
+    /// Stops the session when notified (from any thread), like SIGINT does.
+    pub shutdown: Option<Arc<tokio::sync::Notify>>,
+    /// Stop on SIGINT/SIGTERM (the command line); off when several sessions share a process.
+    pub handle_signals: bool,
 }
 
 impl Default for SessionConfig {
@@ -62,6 +66,8 @@ impl Default for SessionConfig {
             preallocate: false,
             upload_slots: 8,
             use_trackers: true,
+            shutdown: None,
+            handle_signals: true,
         }
     }
 }
@@ -234,8 +240,11 @@ async fn drive(
     on_progress: &mut impl FnMut(&Progress),
 ) -> Result<Ending, SessionError> {
     let mut interval = tokio::time::interval(Duration::from_secs(1));
-    let mut sigterm =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let shutdown = config.shutdown.clone();
+    let signals_on = config.handle_signals;
+    let mut sigterm = signals_on
+        .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok())
+        .flatten();
     let mut last_tick = Instant::now();
     let mut last_save = Instant::now();
     let mut finished = false;
@@ -273,8 +282,9 @@ async fn drive(
                 let _ = save_resume(meta, config, ctx).await;
                 return Err(SessionError::Disk(message));
             }
-            _ = tokio::signal::ctrl_c() => break,
-            _ = async { sigterm.as_mut().expect("guarded").recv().await }, if sigterm.is_some() => break,
+            _ = async { tokio::signal::ctrl_c().await }, if signals_on => break,
+            _ = async { sigterm.as_mut().expect("guarded").recv().await }, if signals_on && sigterm.is_some() => break,
+            _ = async { shutdown.as_ref().expect("guarded").notified().await }, if shutdown.is_some() => break,
         }
     }
     save_resume(meta, config, ctx).await?;

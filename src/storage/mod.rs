@@ -30,6 +30,8 @@ pub struct StorageConfig {
     pub preallocate: bool,
     /// Open for writing and create missing files and directories (a download), or read only.
     pub writable: bool,
+    /// Most writes in flight at once.
+    pub max_writes_in_flight: usize,
 }
 
 impl Default for StorageConfig {
@@ -39,6 +41,7 @@ impl Default for StorageConfig {
             max_open_files: 256,
             preallocate: false,
             writable: true,
+            max_writes_in_flight: 4,
         }
     }
 }
@@ -51,6 +54,10 @@ pub struct Storage {
     open: RefCell<OpenFiles>,
     /// Files written since the last sync, which `sync` must flush.
     dirty: RefCell<Vec<bool>>,
+    /// Bounds the writes in flight: each buffered write goes to an io-wq kernel worker, and
+    /// many workers writing one file contend on its inode lock (measured: unbounded
+    /// concurrency cost several CPU seconds per GiB in the kernel).
+    write_slots: tokio::sync::Semaphore,
 }
 
 impl Storage {
@@ -68,6 +75,7 @@ impl Storage {
             layout,
             paths,
             open: RefCell::new(OpenFiles::new(n, config.max_open_files)),
+            write_slots: tokio::sync::Semaphore::new(config.max_writes_in_flight.max(1)),
             config,
             dirty: RefCell::new(vec![false; n]),
         }
@@ -100,6 +108,11 @@ impl Storage {
     async fn write_file(&self, file: usize, offset: u64, chunks: Vec<Chunk>) -> io::Result<()> {
         let handle = self.handle(file).await?;
         self.dirty.borrow_mut()[file] = true;
+        let _slot = self
+            .write_slots
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let (res, _) = handle.writev_at_all(chunks, Some(offset)).await;
         res.map(|_| ())
     }
