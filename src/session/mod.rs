@@ -261,6 +261,9 @@ async fn drive(
                     }
                 }
                 on_progress(&snapshot(&ctx.torrent.borrow(), total));
+                if !finished {
+                    ctx.storage.start_writeback();
+                }
                 if now - last_save > RESUME_INTERVAL && ctx.torrent.borrow().resume_dirty {
                     save_resume(meta, config, ctx).await?;
                     last_save = now;

@@ -159,6 +159,28 @@ impl Storage {
         Ok(())
     }
 
+    /// Starts write-back of every file written since the last sync, without waiting for it
+    /// (sync_file_range with SYNC_FILE_RANGE_WRITE, on a blocking-pool thread, since it can
+    /// stall when the device queue is full). Called while downloading, so the disk works
+    /// alongside the network and the final fsync has little left to do.
+    pub fn start_writeback(&self) {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        for file in 0..self.paths.len() {
+            if !self.dirty.borrow()[file] {
+                continue;
+            }
+            let Some(handle) = self.open.borrow_mut().get(file) else { continue };
+            // A duplicate descriptor: the original may be closed while the call runs.
+            // SAFETY: the handle is open for the duration of this borrow.
+            let borrowed = unsafe { BorrowedFd::borrow_raw(handle.as_raw_fd()) };
+            let Ok(fd) = borrowed.try_clone_to_owned() else { continue };
+            tokio::task::spawn_blocking(move || {
+                // SAFETY: a valid descriptor we own; offset 0 and length 0 mean the whole file.
+                unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+            });
+        }
+    }
+
     /// Makes every (non-padding) file exist at exactly its torrent size: creates empty
     /// files that no piece touched and trims files that were longer before.
     pub async fn finalize_sizes(&self) -> io::Result<()> {
