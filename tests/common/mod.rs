@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod clients;
+
 /// The spate binary built for these tests.
 pub fn spate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_spate"))
