@@ -127,13 +127,12 @@ pub async fn connect_loop(source: Rc<PeerSource>) {
             let Some(addr) = source.queue.borrow_mut().pop_front() else {
                 break;
             };
-            let usable = {
-                let torrent = source.ctx.torrent.borrow();
-                !torrent.is_banned(addr) && !torrent.is_complete()
-            };
+            // A complete torrent still dials: it only runs on while seeding, and a seed
+            // must reach leechers that cannot connect in (`spate seed --peer`).
+            let banned = source.ctx.torrent.borrow().is_banned(addr);
             let mut known = source.known.borrow_mut();
             let k = known.entry(addr).or_default();
-            if !usable || k.busy || k.refused {
+            if banned || k.busy || k.refused {
                 continue;
             }
             k.busy = true;

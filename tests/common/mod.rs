@@ -9,6 +9,8 @@ pub mod swarm;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod clients;
+
 /// The spate binary built for these tests.
 pub fn spate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_spate"))
