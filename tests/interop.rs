@@ -255,9 +255,7 @@ fn aria2_seeds_spate_downloads() {
 }
 
 /// aria2 1.36 sends a BITFIELD in mid-connection in place of HAVEs whenever that is
-/// shorter (`DefaultBtInteractive::checkHave`); spate currently treats that as a protocol
-/// violation (`LateBitfield`), drops aria2 and never dials it again, so this test fails
-/// until spate accepts a late BITFIELD.
+/// shorter (`DefaultBtInteractive::checkHave`); spate must take it as HAVEs.
 #[test]
 fn spate_seeds_aria2_downloads() {
     spate_seeds_x_downloads(Swarm::single_file(), Aria2::start);

@@ -165,9 +165,12 @@ async fn exchange_handshakes(
         let (res, slice) = stream.read(buf.slice(filled..)).await;
         buf = slice.into_inner();
         if res? == 0 {
-            return Err(PeerError::Handshake(
-                "connection closed during the handshake".into(),
-            ));
+            // Not misbehaviour: a busy or still-checking client may hang up; retry later.
+            let eof = std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed during the handshake",
+            );
+            return Err(eof.into());
         }
     }
     done.set(true);

@@ -169,11 +169,15 @@ impl Storage {
             if !self.dirty.borrow()[file] {
                 continue;
             }
-            let Some(handle) = self.open.borrow_mut().get(file) else { continue };
+            let Some(handle) = self.open.borrow_mut().get(file) else {
+                continue;
+            };
             // A duplicate descriptor: the original may be closed while the call runs.
             // SAFETY: the handle is open for the duration of this borrow.
             let borrowed = unsafe { BorrowedFd::borrow_raw(handle.as_raw_fd()) };
-            let Ok(fd) = borrowed.try_clone_to_owned() else { continue };
+            let Ok(fd) = borrowed.try_clone_to_owned() else {
+                continue;
+            };
             tokio::task::spawn_blocking(move || {
                 // SAFETY: a valid descriptor we own; offset 0 and length 0 mean the whole file.
                 unsafe { libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };

@@ -41,8 +41,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 pub enum Violation {
     #[error("sent a block that was never requested ({0:?})")]
     UnrequestedBlock(BlockRef),
-    #[error("sent a BITFIELD after other messages")]
-    LateBitfield,
     #[error("sent a bad BITFIELD: {0}")]
     BadBitfield(String),
     #[error("sent HAVE for piece {0}, past the last piece")]
@@ -274,12 +272,18 @@ impl Torrent {
             }
             Inbound::Have(piece) => self.on_have(key, piece)?,
             Inbound::Bitfield(bits) => {
-                if !bitfield_allowed {
-                    return Err(Violation::LateBitfield);
-                }
                 validate_bitfield(&bits, self.layout.piece_count())
                     .map_err(|e| Violation::BadBitfield(e.to_string()))?;
-                self.on_bitfield(key, BitVec::from_vec(bits));
+                if bitfield_allowed {
+                    self.on_bitfield(key, BitVec::from_vec(bits));
+                } else {
+                    // aria2 sends a whole BITFIELD instead of HAVEs when that is shorter:
+                    // take it as HAVEs for the pieces it adds (pieces are never un-had).
+                    let bits = BitVec::<u8, Msb0>::from_vec(bits);
+                    for i in bits.iter_ones() {
+                        self.on_have(key, PieceIndex(i as u32))?;
+                    }
+                }
             }
             Inbound::HaveAll => {
                 let all = BitVec::repeat(true, self.layout.piece_count() as usize);
@@ -602,13 +606,15 @@ impl Torrent {
     /// Once a second: rates, pipeline sizes, snubbing, idle peers. Returns peers to drop.
     pub fn tick(&mut self, elapsed: Duration, now: Instant) -> Vec<PeerKey> {
         let mut drop = Vec::new();
+        let complete = self.is_complete();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             let p = self.peers.get_mut(&key).expect("key listed above");
             p.download.tick(elapsed);
             p.upload.tick(elapsed);
             p.resize_window_from_rate();
-            if now - p.last_received_at > IDLE_TIMEOUT {
+            // Idle peers, and seeds once we are a seed too: neither side wants anything.
+            if now - p.last_received_at > IDLE_TIMEOUT || (complete && p.is_seed()) {
                 drop.push(key);
                 continue;
             }

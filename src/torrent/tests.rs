@@ -1,1 +1,173 @@
-//! Unit tests for the torrent state machine, driven without sockets.
+//! Unit tests for the torrent state machine, driven without sockets: messages go in, the
+//! outbox and the returned decisions come out.
+
+use super::*;
+use crate::hash::HashPool;
+use crate::layout::FileSpan;
+use std::sync::Arc;
+
+const PIECE: u32 = 32 << 10;
+
+/// A torrent of `pieces` pieces of 32 KiB; `have` marks the pieces we already hold.
+fn torrent(pieces: u32, have: &[u32]) -> Torrent {
+    let total = u64::from(pieces * PIECE);
+    let layout = Layout::from_spans(
+        PIECE,
+        vec![FileSpan {
+            offset: 0,
+            length: total,
+            pad: false,
+        }],
+    );
+    let mut bits = BitVec::<u8, Msb0>::repeat(false, pieces as usize);
+    for &p in have {
+        bits.set(p as usize, true);
+    }
+    let (verifier, _rx) = Verifier::new(
+        Arc::new(HashPool::new(1)),
+        Arc::new(vec![[0; 20]; pieces as usize]),
+    );
+    Torrent::new(layout, bits, verifier, TorrentConfig::default())
+}
+
+fn peer(t: &mut Torrent) -> (PeerKey, Rc<Outbox>) {
+    let outbox = Outbox::new();
+    let key = t.add_peer(
+        "127.0.0.1:9".parse().unwrap(),
+        Rc::clone(&outbox),
+        Instant::now(),
+    );
+    (key, outbox)
+}
+
+fn block(piece: u32, offset: u32) -> BlockRef {
+    BlockRef {
+        piece: PieceIndex(piece),
+        offset,
+        len: 16 << 10,
+    }
+}
+
+#[test]
+fn unchoke_from_a_seed_fills_the_pipeline_and_choke_returns_it() {
+    let mut t = torrent(8, &[]);
+    let (key, outbox) = peer(&mut t);
+    let now = Instant::now();
+    t.on_message(key, Inbound::Bitfield(vec![0xff]), now)
+        .unwrap();
+    assert!(t.peer(key).unwrap().am_interested);
+    t.on_message(key, Inbound::Unchoke, now).unwrap();
+    assert_eq!(
+        t.peer(key).unwrap().requests.len(),
+        16,
+        "all 16 blocks requested"
+    );
+    assert!(outbox.queued_bytes() > 16 * 17);
+    t.on_message(key, Inbound::Choke, now).unwrap();
+    assert!(t.peer(key).unwrap().requests.is_empty());
+    // A block requested before the choke may still arrive: not held against the peer.
+    let late = ReceivedBlock {
+        block: block(0, 0),
+        data: Vec::new(),
+    };
+    assert!(t.on_blocks(key, vec![late], now).is_ok());
+}
+
+#[test]
+fn a_block_never_requested_is_a_violation() {
+    let mut t = torrent(8, &[]);
+    let (key, _) = peer(&mut t);
+    let rb = ReceivedBlock {
+        block: block(3, 0),
+        data: Vec::new(),
+    };
+    assert_eq!(
+        t.on_blocks(key, vec![rb], Instant::now()).err(),
+        Some(Violation::UnrequestedBlock(block(3, 0)))
+    );
+}
+
+#[test]
+fn bitfield_checks_and_late_bitfields_count_as_haves() {
+    let mut t = torrent(10, &[]);
+    let (key, _) = peer(&mut t);
+    let now = Instant::now();
+    let spare = t.on_message(key, Inbound::Bitfield(vec![0x00, 0x01]), now);
+    assert!(matches!(spare, Err(Violation::BadBitfield(_))));
+    let (key, _) = peer(&mut t);
+    t.on_message(key, Inbound::Bitfield(vec![0x80, 0x00]), now)
+        .unwrap();
+    t.on_message(key, Inbound::Bitfield(vec![0xc0, 0x40]), now)
+        .unwrap();
+    let p = t.peer(key).unwrap();
+    assert_eq!(p.has_count, 3);
+    assert!(p.has_piece(PieceIndex(9)));
+    assert_eq!(
+        t.on_message(key, Inbound::Have(PieceIndex(10)), now),
+        Err(Violation::HaveOutOfRange(10))
+    );
+}
+
+#[test]
+fn requests_are_checked_and_capped() {
+    let mut t = torrent(4, &[0, 1, 2, 3]);
+    let (key, outbox) = peer(&mut t);
+    let now = Instant::now();
+    // While choked, requests are ignored (BEP 3).
+    t.on_message(key, Inbound::Request(block(0, 0)), now)
+        .unwrap();
+    assert!(t.next_upload(key).is_none());
+    t.on_message(key, Inbound::Interested, now).unwrap();
+    assert!(!t.peer(key).unwrap().am_choking);
+    assert!(outbox.queued_bytes() > 0);
+    t.on_message(key, Inbound::Request(block(1, 16 << 10)), now)
+        .unwrap();
+    assert_eq!(t.next_upload(key), Some(block(1, 16 << 10)));
+    let outside = BlockRef {
+        piece: PieceIndex(1),
+        offset: PIECE - 1,
+        len: 2,
+    };
+    assert_eq!(
+        t.on_message(key, Inbound::Request(outside), now),
+        Err(Violation::BadRequest(outside))
+    );
+    let huge = BlockRef {
+        piece: PieceIndex(0),
+        offset: 0,
+        len: 256 << 10,
+    };
+    assert_eq!(
+        t.on_message(key, Inbound::Request(huge), now),
+        Err(Violation::BadRequest(huge))
+    );
+    for _ in 0..MAX_QUEUED_REQUESTS {
+        t.on_message(key, Inbound::Request(block(2, 0)), now)
+            .unwrap();
+    }
+    assert_eq!(
+        t.on_message(key, Inbound::Request(block(2, 0)), now),
+        Err(Violation::RequestFlood)
+    );
+}
+
+#[test]
+fn requests_for_pieces_we_lack_are_refused() {
+    let mut t = torrent(4, &[0]);
+    let (key, _) = peer(&mut t);
+    let now = Instant::now();
+    t.on_message(key, Inbound::Interested, now).unwrap();
+    assert_eq!(
+        t.on_message(key, Inbound::Request(block(2, 0)), now),
+        Err(Violation::RequestForMissingPiece(2))
+    );
+}
+
+#[test]
+fn a_seed_drops_seeds() {
+    let mut t = torrent(4, &[0, 1, 2, 3]);
+    let (key, _) = peer(&mut t);
+    let now = Instant::now();
+    t.on_message(key, Inbound::HaveAll, now).unwrap();
+    assert_eq!(t.tick(Duration::from_secs(1), now), vec![key]);
+}

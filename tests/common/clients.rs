@@ -865,7 +865,9 @@ impl Client for Aria2 {
     fn finished(&mut self) -> bool {
         assert_eq!(self.role, Role::Leech, "only a leecher finishes");
         match self.group.exit() {
-            None => false,
+            // With RPC on, aria2 keeps running after the download: its notice says when the
+            // download (every piece checked) is complete.
+            None => self.group.log_tail().contains("Download complete:"),
             Some(Exit::Code(0)) => true,
             Some(other) => self.group.fail(&format!("exited with {other:?}")),
         }
