@@ -239,9 +239,12 @@ fn handle_events(
         }
     }
     if !blocks.is_empty() {
-        let jobs = torrent.on_blocks(key, blocks, now)?;
+        let (jobs, violation) = torrent.on_blocks(key, blocks, now);
         for job in jobs {
             tokio_uring::spawn(write_job(Rc::clone(ctx), job));
+        }
+        if let Some(v) = violation {
+            return Err(v.into());
         }
     }
     torrent.refill_requests(key, now);

@@ -35,6 +35,8 @@ const MAX_REQUEST_LEN: u32 = 128 << 10;
 const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that sends nothing at all for this long is dropped (keep-alives come every 2 min).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// We send a keep-alive this often, so peers with the usual 2-3 minute idle timeout keep us.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
 
 /// Why a peer is being disconnected for what it sent.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -391,20 +393,28 @@ impl Torrent {
         }
     }
 
-    /// Handles the blocks of one receive buffer from `key`, returning the writes to issue.
+    /// Handles the blocks of one receive buffer from `key`. Returns the writes to issue and,
+    /// if a block broke the protocol, the violation: the blocks accepted before it were
+    /// already counted as received (and hashed), so their writes must be issued regardless.
     pub fn on_blocks(
         &mut self,
         key: PeerKey,
         blocks: Vec<ReceivedBlock>,
         now: Instant,
-    ) -> Result<Vec<WriteJob>, Violation> {
+    ) -> (Vec<WriteJob>, Option<Violation>) {
         let mut accepted: Vec<ReceivedBlock> = Vec::with_capacity(blocks.len());
+        let mut violation = None;
         for rb in blocks {
-            if self.accept_block(key, &rb, now)? {
-                accepted.push(rb);
+            match self.accept_block(key, &rb, now) {
+                Ok(true) => accepted.push(rb),
+                Ok(false) => {}
+                Err(v) => {
+                    violation = Some(v);
+                    break;
+                }
             }
         }
-        Ok(self.coalesce_writes(accepted))
+        (self.coalesce_writes(accepted), violation)
     }
 
     /// Checks one block; true if it is new data to write.
@@ -617,6 +627,10 @@ impl Torrent {
             if now - p.last_received_at > IDLE_TIMEOUT || (complete && p.is_seed()) {
                 drop.push(key);
                 continue;
+            }
+            if now - p.last_keepalive_at > KEEPALIVE_INTERVAL {
+                p.last_keepalive_at = now;
+                p.outbox.send(&Message::KeepAlive);
             }
             if !p.requests.is_empty() && now - p.last_block_at > SNUB_TIMEOUT {
                 let blocks = p.release_all_requests();

@@ -87,6 +87,7 @@ pub struct PeerState {
     pub connected_at: Instant,
     pub last_block_at: Instant,
     pub last_received_at: Instant,
+    pub last_keepalive_at: Instant,
     pub strikes: u32,
     /// Whether the initial BITFIELD (or HAVE_ALL/NONE) slot has passed.
     pub bitfield_allowed: bool,
@@ -115,6 +116,7 @@ impl PeerState {
             connected_at: now,
             last_block_at: now,
             last_received_at: now,
+            last_keepalive_at: now,
             strikes: 0,
             bitfield_allowed: true,
         }

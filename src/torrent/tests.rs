@@ -70,7 +70,7 @@ fn unchoke_from_a_seed_fills_the_pipeline_and_choke_returns_it() {
         block: block(0, 0),
         data: Vec::new(),
     };
-    assert!(t.on_blocks(key, vec![late], now).is_ok());
+    assert!(t.on_blocks(key, vec![late], now).1.is_none());
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn a_block_never_requested_is_a_violation() {
         data: Vec::new(),
     };
     assert_eq!(
-        t.on_blocks(key, vec![rb], Instant::now()).err(),
+        t.on_blocks(key, vec![rb], Instant::now()).1,
         Some(Violation::UnrequestedBlock(block(3, 0)))
     );
 }
