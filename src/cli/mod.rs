@@ -5,6 +5,7 @@ mod create;
 mod download;
 mod info;
 mod progress;
+mod tracker;
 mod units;
 mod verify;
 
@@ -38,6 +39,8 @@ enum Command {
     Download(download::DownloadArgs),
     /// Serve a torrent's data to peers until interrupted.
     Seed(download::SeedArgs),
+    /// Run a BitTorrent tracker (HTTP, optionally UDP) until interrupted.
+    Tracker(tracker::TrackerArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -50,6 +53,7 @@ pub fn main() -> i32 {
         Command::Verify(a) => verify::run(a),
         Command::Download(a) => download::run_download(a),
         Command::Seed(a) => download::run_seed(a),
+        Command::Tracker(a) => tracker::run(a),
     };
     match result {
         Ok(code) => code,

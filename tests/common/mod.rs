@@ -3,6 +3,7 @@
 //! torrent. Tests fail loudly when a client is missing: `.ci/run` installs them.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod fake_peer;
 pub mod swarm;
 
