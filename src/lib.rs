@@ -2,7 +2,7 @@
 //!
 //! The crate is laid out in three rings (see DESIGN.md): a pure core that never touches a
 //! socket, a file or a clock (`bencode`, `metainfo`, `magnet`, `layout`, ...), the I/O layer
-//! (`storage`, `hash`, `announce`), and the front (`cli`).
+//! (`storage`, `hash`, `announce`, `tracker_server`), and the front (`cli`).
 
 pub mod announce;
 pub mod bench;
@@ -22,5 +22,6 @@ pub mod session;
 pub mod storage;
 pub mod torrent;
 pub mod tracker;
+pub mod tracker_server;
 pub mod types;
 pub mod wire;

@@ -55,3 +55,31 @@ pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(1024)?;
     Ok(TcpListener::from_std(socket.into()))
 }
+
+/// Binds a listening socket like `listen`, non-blocking, as a std listener: for servers that
+/// bind on one thread (to learn the real port at once) and serve on another, with tokio's
+/// readiness-based listener (`tokio::net::TcpListener::from_std`). An IPv6 address also takes
+/// IPv4 connections.
+pub fn listen_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Binds a non-blocking UDP socket as a std socket, for `tokio::net::UdpSocket::from_std`. An
+/// IPv6 address also takes IPv4 datagrams.
+pub fn bind_udp_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}

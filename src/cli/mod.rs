@@ -6,6 +6,7 @@ mod create;
 mod download;
 mod info;
 mod progress;
+mod tracker;
 mod units;
 mod verify;
 
@@ -41,6 +42,8 @@ enum Command {
     Seed(download::SeedArgs),
     /// Run a loopback swarm (1 seeder, K leechers) and report throughput and latencies.
     Bench(bench::BenchArgs),
+    /// Run a BitTorrent tracker (HTTP, optionally UDP) until interrupted.
+    Tracker(tracker::TrackerArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -54,6 +57,7 @@ pub fn main() -> i32 {
         Command::Download(a) => download::run_download(a),
         Command::Seed(a) => download::run_seed(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tracker(a) => tracker::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,14 +1,19 @@
 //! Tracker protocols, without any I/O: building HTTP announce/scrape URLs (BEP 3, 48), parsing
 //! tracker replies (BEP 3, 7, 23), the UDP tracker packets (BEP 15) and the pure core of a
-//! built-in tracker. This module owns the shared `TrackerError` and the announce `Event`.
+//! built-in tracker (`server`, with the small HTTP request reader it needs in `http_request`).
+//! This module owns the shared `TrackerError` and the announce `Event`.
 //! Callers own the sockets and the clock: time comes in as `Instant` or plain numbers.
 
 pub mod announce;
+pub mod http_request;
 pub mod response;
 pub mod server;
 pub mod udp;
 
 pub use announce::{http_announce_url, http_scrape_url, percent_encode, AnnounceRequest};
+pub use http_request::{
+    http_response, parse_request_head, HttpError, RequestHead, MAX_REQUEST_HEAD,
+};
 pub use response::{
     parse_announce_response, parse_scrape_response, AnnounceResponse, ScrapeEntry,
     DEFAULT_INTERVAL, MAX_BODY_LEN, MAX_INTERVAL, MAX_NESTING, MAX_PEERS_PER_RESPONSE,
@@ -17,9 +22,9 @@ pub use response::{
 pub use server::{
     decode_udp_request, encode_announce_reply, encode_failure, encode_scrape,
     encode_udp_announce_reply, encode_udp_connect_reply, encode_udp_error, encode_udp_scrape_reply,
-    parse_announce_query, parse_scrape_query, query_wants_compact, udp_connection_id,
-    udp_connection_id_valid, ServerAnnounce, ServerConfig, ServerPeer, ServerReply, TrackerState,
-    UdpRequest,
+    parse_announce_query, parse_scrape_query, parse_whitelist, query_wants_compact,
+    udp_connection_id, udp_connection_id_valid, ServerAnnounce, ServerConfig, ServerPeer,
+    ServerReply, TrackerState, UdpRequest, WhitelistError,
 };
 pub use udp::{
     decode_announce_response, decode_connect_response, decode_scrape_response, encode_announce,

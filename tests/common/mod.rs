@@ -3,13 +3,14 @@
 //! torrent. Tests fail loudly when a client is missing: `.ci/run` installs them.
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod fake_peer;
 pub mod swarm;
+pub mod tracker_clients;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub mod clients;
 
 /// The spate binary built for these tests.
 pub fn spate() -> Command {
