@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bencode;
 pub mod buffer;
 pub mod check;
+pub mod choker;
 pub mod cli;
 pub mod creator;
 pub mod hash;

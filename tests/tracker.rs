@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::tracker_clients::{libtorrent_seeder, wait_for, SpateTracker, Transmission};
 use common::swarm::free_port;
+use common::tracker_clients::{libtorrent_seeder, wait_for, SpateTracker, Transmission};
 use common::{create_torrent, payload, spate, stderr, tempdir};
 use spate::announce::{
     http_client, AnnounceConfig, Announcer, HttpConfig, TransferStats, UdpConfig,

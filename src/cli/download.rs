@@ -27,8 +27,8 @@ pub struct SwarmArgs {
     /// Most peer connections at once.
     #[arg(long, default_value_t = 200)]
     max_peers: usize,
-    /// Peers uploaded to at once.
-    #[arg(long, default_value_t = 8)]
+    /// Peers uploaded to at once (the best by rate, one of them rotated optimistically).
+    #[arg(long, default_value_t = 4)]
     upload_slots: usize,
     /// Do not announce to the torrent's trackers.
     #[arg(long)]

@@ -64,7 +64,7 @@ impl Default for SessionConfig {
             memory_limit: 64 << 20,
             seed: false,
             preallocate: false,
-            upload_slots: 8,
+            upload_slots: 4,
             use_trackers: true,
             shutdown: None,
             handle_signals: true,

@@ -14,6 +14,7 @@ pub use stats::Stats;
 pub use verify::{HashVerdict, Verifier};
 
 use crate::buffer::Chunk;
+use crate::choker::{Choker, ChokerConfig, Decision, PeerSnapshot};
 use crate::layout::Layout;
 use crate::peer::inbox::{Inbound, ReceivedBlock};
 use crate::peer::outbox::Outbox;
@@ -83,7 +84,7 @@ pub struct TorrentConfig {
 
 impl Default for TorrentConfig {
     fn default() -> Self {
-        TorrentConfig { upload_slots: 8 }
+        TorrentConfig { upload_slots: 4 }
     }
 }
 
@@ -107,7 +108,7 @@ pub struct Torrent {
     /// Banned peers: whole IPs, except on loopback where many peers share 127.0.0.1 and
     /// only the listening address (IP and port) is banned.
     banned: HashSet<SocketAddr>,
-    config: TorrentConfig,
+    choker: Choker,
     pub stats: Stats,
     /// Pieces verified since the resume data was last saved.
     pub resume_dirty: bool,
@@ -138,7 +139,13 @@ impl Torrent {
             progress: HashMap::new(),
             verifier,
             banned: HashSet::new(),
-            config,
+            choker: Choker::new(
+                ChokerConfig {
+                    upload_slots: config.upload_slots,
+                    ..ChokerConfig::default()
+                },
+                rand::random(),
+            ),
             stats: Stats::default(),
             resume_dirty: false,
         }
@@ -262,7 +269,12 @@ impl Torrent {
             }
             Inbound::Interested => {
                 p.peer_interested = true;
-                self.maybe_unchoke(key);
+                let snapshots = self.choker_snapshots(now);
+                let seeding = self.is_complete();
+                let decision = self
+                    .choker
+                    .on_peer_interested(now, seeding, &snapshots, key.0);
+                self.apply_choke_decision(decision);
             }
             Inbound::NotInterested => {
                 p.peer_interested = false;
@@ -380,16 +392,47 @@ impl Torrent {
         }
     }
 
-    /// Interim choker: unchoke interested peers while upload slots are free. (The
-    /// rate-based choker with optimistic unchoking replaces it with seeding.)
-    fn maybe_unchoke(&mut self, key: PeerKey) {
-        let unchoked = self.peers.values().filter(|p| !p.am_choking).count();
-        let Some(p) = self.peers.get_mut(&key) else {
-            return;
-        };
-        if p.am_choking && p.peer_interested && unchoked < self.config.upload_slots {
-            p.am_choking = false;
-            p.outbox.send(&Message::Unchoke);
+    /// What the choker needs to know about every peer.
+    fn choker_snapshots(&self, now: Instant) -> Vec<PeerSnapshot> {
+        self.peers
+            .iter()
+            .map(|(key, p)| PeerSnapshot {
+                id: key.0,
+                interested: p.peer_interested,
+                choked: p.am_choking,
+                download_rate: p.download.rate(),
+                upload_rate: p.upload.rate(),
+                connected_at: p.connected_at.min(now),
+                last_block_at: (p.download.total() > 0).then_some(p.last_block_at),
+                we_are_interested: p.am_interested,
+            })
+            .collect()
+    }
+
+    /// Sends the CHOKE and UNCHOKE messages the choker decided on.
+    fn apply_choke_decision(&mut self, decision: Decision) {
+        for id in decision.unchoke {
+            if let Some(p) = self.peers.get_mut(&PeerKey(id)) {
+                p.am_choking = false;
+                p.outbox.send(&Message::Unchoke);
+            }
+        }
+        for id in decision.choke {
+            if let Some(p) = self.peers.get_mut(&PeerKey(id)) {
+                p.am_choking = true;
+                p.their_requests.clear();
+                p.outbox.send(&Message::Choke);
+            }
+        }
+    }
+
+    /// Runs a choking round if one is due (every 10 s; the optimistic slot every 30 s).
+    fn rechoke_if_due(&mut self, now: Instant) {
+        if self.choker.due(now) {
+            let snapshots = self.choker_snapshots(now);
+            let seeding = self.is_complete();
+            let decision = self.choker.rechoke(now, seeding, &snapshots);
+            self.apply_choke_decision(decision);
         }
     }
 
@@ -615,6 +658,7 @@ impl Torrent {
 
     /// Once a second: rates, pipeline sizes, snubbing, idle peers. Returns peers to drop.
     pub fn tick(&mut self, elapsed: Duration, now: Instant) -> Vec<PeerKey> {
+        self.rechoke_if_due(now);
         let mut drop = Vec::new();
         let complete = self.is_complete();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();

@@ -11,7 +11,6 @@ pub mod tracker_clients;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-
 /// The spate binary built for these tests.
 pub fn spate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_spate"))
