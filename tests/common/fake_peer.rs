@@ -37,6 +37,9 @@ pub enum Behaviour {
     Silent,
     /// Honest, but has (and says it has) only the first half of the pieces.
     HalfSeed,
+    /// Honest, but shows connection number i only the pieces p with p % 3 == i % 3, so three
+    /// leechers each get a third from it and must trade the rest among themselves.
+    ThirdPerConnection,
 }
 
 /// A fake peer listening on 127.0.0.1; stops when dropped.
@@ -70,14 +73,14 @@ impl FakePeer {
         });
         let (stop2, disc2) = (Arc::clone(&stop), Arc::clone(&disconnects));
         std::thread::spawn(move || {
-            for stream in listener.incoming() {
+            for (index, stream) in listener.incoming().enumerate() {
                 if stop2.load(Ordering::SeqCst) {
                     return;
                 }
                 let Ok(stream) = stream else { continue };
                 let (ctx, disc, stop) = (Arc::clone(&ctx), Arc::clone(&disc2), Arc::clone(&stop2));
                 std::thread::spawn(move || {
-                    let _ = serve(&ctx, stream, &stop);
+                    let _ = serve(&ctx, stream, &stop, index as u32);
                     disc.fetch_add(1, Ordering::SeqCst);
                 });
             }
@@ -113,7 +116,7 @@ fn bitfield(ctx: &Ctx) -> Vec<u8> {
     bits
 }
 
-fn serve(ctx: &Ctx, mut stream: TcpStream, stop: &AtomicBool) -> std::io::Result<()> {
+fn serve(ctx: &Ctx, mut stream: TcpStream, stop: &AtomicBool, index: u32) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut hs = [0u8; 68];
     stream.read_exact(&mut hs)?;
@@ -138,8 +141,13 @@ fn serve(ctx: &Ctx, mut stream: TcpStream, stop: &AtomicBool) -> std::io::Result
     };
     stream.write_all(&ours.encode())?;
     let mut bits = bitfield(ctx);
-    if ctx.behaviour == Behaviour::HalfSeed {
-        for i in ctx.piece_count as usize / 2..ctx.piece_count as usize {
+    for i in 0..ctx.piece_count as usize {
+        let hidden = match ctx.behaviour {
+            Behaviour::HalfSeed => i >= ctx.piece_count as usize / 2,
+            Behaviour::ThirdPerConnection => i as u32 % 3 != index % 3,
+            _ => false,
+        };
+        if hidden {
             bits[i / 8] &= !(0x80 >> (i % 8));
         }
     }
