@@ -169,21 +169,32 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
     source.wake.notify_one();
 }
 
+/// Incoming connections still in their handshake, at most: a storm of idle connections is
+/// refused past this, without touching the peers already connected.
+const MAX_PENDING_HANDSHAKES: usize = 64;
+
 /// Accepts incoming peers while there is room for them.
 pub async fn accept_loop(listener: TcpListener, source: Rc<PeerSource>) {
+    let pending = Rc::new(Cell::new(0usize));
     loop {
         let Ok((stream, addr)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let full = source.ctx.torrent.borrow().peer_count() >= source.max_peers;
+        let registered = source.ctx.torrent.borrow().peer_count();
+        let full = registered >= source.max_peers || pending.get() >= MAX_PENDING_HANDSHAKES;
         if full || source.ctx.torrent.borrow().is_banned(addr) {
             continue; // dropping the stream closes it
         }
         let _ = crate::net::tune_accepted(&stream);
         let ctx = Rc::clone(&source.ctx);
+        let pending = Rc::clone(&pending);
+        pending.set(pending.get() + 1);
         tokio_uring::spawn(async move {
+            // The peer is counted by the torrent once registered; until then, here. Either way
+            // the count drops when the connection ends, which bounds both.
             let result = run_peer(Rc::clone(&ctx), stream, addr).await;
+            pending.set(pending.get() - 1);
             tracing::debug!(%addr, ?result, "incoming peer connection ended");
             if let Err(e) = result {
                 if e.is_misbehaviour() {
