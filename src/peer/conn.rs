@@ -278,15 +278,21 @@ async fn read_tail(ctx: &ConnContext, tail: TailRead) {
     }
 }
 
-/// Serves the peer's requests: reads each block from disk and queues it, holding back
-/// while too much is queued for a slow reader.
+/// Largest single disk read serving a run of contiguous requests.
+const MAX_UPLOAD_READ: u32 = 256 << 10;
+
+/// Serves the peer's requests: reads each run of contiguous requested blocks from disk in
+/// one read and queues them, holding back while too much is queued for a slow reader.
 async fn run_uploader(ctx: Rc<ConnContext>, key: PeerKey, outbox: Rc<Outbox>, wake: Rc<Notify>) {
     loop {
         if outbox.is_closed() {
             return;
         }
-        let next = ctx.torrent.borrow_mut().next_upload(key);
-        let Some(block) = next else {
+        let run = ctx
+            .torrent
+            .borrow_mut()
+            .next_upload_run(key, MAX_UPLOAD_READ);
+        let Some(first) = run.first() else {
             wake.notified().await;
             continue;
         };
@@ -294,21 +300,17 @@ async fn run_uploader(ctx: Rc<ConnContext>, key: PeerKey, outbox: Rc<Outbox>, wa
             outbox.drained().await;
         }
         let start =
-            ctx.torrent.borrow().layout().piece_offset(block.piece) + u64::from(block.offset);
-        let (res, data) = ctx
-            .storage
-            .read(start, block.len as usize, Vec::new())
-            .await;
+            ctx.torrent.borrow().layout().piece_offset(first.piece) + u64::from(first.offset);
+        let len: u32 = run.iter().map(|b| b.len).sum();
+        let (res, data) = ctx.storage.read(start, len as usize, Vec::new()).await;
         match res {
             Ok(()) => {
-                outbox.send_block(block, data);
-                ctx.torrent
-                    .borrow_mut()
-                    .record_upload(key, block.len.into());
+                outbox.send_blocks(&run, Rc::new(data));
+                ctx.torrent.borrow_mut().record_upload(key, len.into());
             }
             Err(e) => {
                 ctx.fatal
-                    .set(format!("reading piece {} to upload: {e}", block.piece));
+                    .set(format!("reading piece {} to upload: {e}", first.piece));
                 return;
             }
         }

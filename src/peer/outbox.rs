@@ -21,8 +21,45 @@ const MAX_CONTROL_BATCH: usize = 64 << 10;
 /// Most buffers handed to one writev (the kernel's IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
 
+/// Bytes queued for sending: an owned buffer, or a slice of a buffer shared by several
+/// blocks (one disk read serving a run of contiguous requests).
+pub enum OutBuf {
+    Owned(Vec<u8>),
+    Shared {
+        buf: Rc<Vec<u8>>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl OutBuf {
+    fn len(&self) -> usize {
+        match self {
+            OutBuf::Owned(v) => v.len(),
+            OutBuf::Shared { start, end, .. } => end - start,
+        }
+    }
+}
+
+// SAFETY: both variants point at heap memory that is neither moved nor freed while the
+// operation owns the OutBuf (the Vec is owned, or kept alive by the Rc).
+unsafe impl tokio_uring::buf::IoBuf for OutBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        match self {
+            OutBuf::Owned(v) => v.as_ptr(),
+            OutBuf::Shared { buf, start, .. } => buf[*start..].as_ptr(),
+        }
+    }
+    fn bytes_init(&self) -> usize {
+        self.len()
+    }
+    fn bytes_total(&self) -> usize {
+        self.len()
+    }
+}
+
 struct Item {
-    bytes: Vec<u8>,
+    bytes: OutBuf,
     control: bool,
 }
 
@@ -44,18 +81,25 @@ impl Outbox {
     /// Queues a control message (anything but PIECE).
     pub fn send(&self, m: &Message<'_>) {
         let mut items = self.items.borrow_mut();
-        let before = match items.back_mut() {
-            Some(last) if last.control && last.bytes.len() < MAX_CONTROL_BATCH => {
-                let before = last.bytes.len();
-                m.encode_into(&mut last.bytes);
-                last.bytes.len() - before
+        let coalesce = match items.back_mut() {
+            Some(Item {
+                bytes: OutBuf::Owned(last),
+                control: true,
+            }) if last.len() < MAX_CONTROL_BATCH => Some(last),
+            _ => None,
+        };
+        let before = match coalesce {
+            Some(last) => {
+                let before = last.len();
+                m.encode_into(last);
+                last.len() - before
             }
-            _ => {
+            None => {
                 let mut bytes = Vec::with_capacity(m.encoded_len().max(256));
                 m.encode_into(&mut bytes);
                 let n = bytes.len();
                 items.push_back(Item {
-                    bytes,
+                    bytes: OutBuf::Owned(bytes),
                     control: true,
                 });
                 n
@@ -65,20 +109,29 @@ impl Outbox {
         self.wake_writer.notify_one();
     }
 
-    /// Queues a PIECE: its header, then `data` (the block's bytes) as a separate buffer.
-    pub fn send_block(&self, block: BlockRef, data: Vec<u8>) {
-        let header = piece_header(block.piece, block.offset, data.len() as u32).to_vec();
-        self.queued
-            .set(self.queued.get() + header.len() + data.len());
+    /// Queues PIECE messages for `blocks`, a run of contiguous blocks whose bytes are `data`
+    /// (one read from disk): each is its 13-byte header, then its slice of `data`.
+    pub fn send_blocks(&self, blocks: &[BlockRef], data: Rc<Vec<u8>>) {
         let mut items = self.items.borrow_mut();
-        items.push_back(Item {
-            bytes: header,
-            control: false,
-        });
-        items.push_back(Item {
-            bytes: data,
-            control: false,
-        });
+        let mut at = 0usize;
+        for block in blocks {
+            let len = block.len as usize;
+            let header = piece_header(block.piece, block.offset, block.len).to_vec();
+            self.queued.set(self.queued.get() + header.len() + len);
+            items.push_back(Item {
+                bytes: OutBuf::Owned(header),
+                control: false,
+            });
+            items.push_back(Item {
+                bytes: OutBuf::Shared {
+                    buf: Rc::clone(&data),
+                    start: at,
+                    end: at + len,
+                },
+                control: false,
+            });
+            at += len;
+        }
         self.wake_writer.notify_one();
     }
 
@@ -105,7 +158,7 @@ impl Outbox {
         self.closed.get()
     }
 
-    fn take_batch(&self) -> Vec<Vec<u8>> {
+    fn take_batch(&self) -> Vec<OutBuf> {
         let mut items = self.items.borrow_mut();
         let n = items.len().min(MAX_IOVECS);
         items.drain(..n).map(|i| i.bytes).collect()
@@ -124,7 +177,7 @@ pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result
             outbox.wake_writer.notified().await;
             continue;
         }
-        let total: usize = batch.iter().map(Vec::len).sum();
+        let total: usize = batch.iter().map(OutBuf::len).sum();
         write_all_vectored(&stream, batch).await?;
         outbox.queued.set(outbox.queued.get() - total);
         outbox.drained.notify_waiters();
@@ -132,8 +185,8 @@ pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result
 }
 
 /// Writes every byte of `bufs`, resubmitting what a short write left.
-async fn write_all_vectored(stream: &TcpStream, bufs: Vec<Vec<u8>>) -> io::Result<()> {
-    // Explicit ends: `slice(..)` would reach to the vector's capacity, not its length.
+async fn write_all_vectored(stream: &TcpStream, bufs: Vec<OutBuf>) -> io::Result<()> {
+    // Explicit ends: for a Vec, `slice(..)` would reach to its capacity, not its length.
     let mut pending: Vec<_> = bufs
         .into_iter()
         .map(|b| {

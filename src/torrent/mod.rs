@@ -687,14 +687,30 @@ impl Torrent {
         drop
     }
 
-    /// The next block `key` asked us for that we should serve, if any.
-    pub fn next_upload(&mut self, key: PeerKey) -> Option<BlockRef> {
-        let p = self.peers.get_mut(&key)?;
+    /// The next requests of `key` to serve: a run of blocks contiguous in one piece, up to
+    /// `max_bytes`, so one disk read can serve them all. Empty when there is nothing to do.
+    pub fn next_upload_run(&mut self, key: PeerKey, max_bytes: u32) -> Vec<BlockRef> {
+        let Some(p) = self.peers.get_mut(&key) else {
+            return Vec::new();
+        };
         if p.am_choking {
             p.their_requests.clear();
-            return None;
+            return Vec::new();
         }
-        p.their_requests.pop_front()
+        let mut run: Vec<BlockRef> = Vec::new();
+        let mut bytes = 0;
+        while let Some(&next) = p.their_requests.front() {
+            let contiguous = run.last().is_none_or(|last: &BlockRef| {
+                last.piece == next.piece && last.offset + last.len == next.offset
+            });
+            if !contiguous || (bytes + next.len > max_bytes && !run.is_empty()) {
+                break;
+            }
+            bytes += next.len;
+            run.push(next);
+            p.their_requests.pop_front();
+        }
+        run
     }
 
     pub fn record_upload(&mut self, key: PeerKey, bytes: u64) {

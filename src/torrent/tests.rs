@@ -116,13 +116,18 @@ fn requests_are_checked_and_capped() {
     // While choked, requests are ignored (BEP 3).
     t.on_message(key, Inbound::Request(block(0, 0)), now)
         .unwrap();
-    assert!(t.next_upload(key).is_none());
+    assert!(t.next_upload_run(key, 1 << 20).is_empty());
     t.on_message(key, Inbound::Interested, now).unwrap();
     assert!(!t.peer(key).unwrap().am_choking);
     assert!(outbox.queued_bytes() > 0);
-    t.on_message(key, Inbound::Request(block(1, 16 << 10)), now)
-        .unwrap();
-    assert_eq!(t.next_upload(key), Some(block(1, 16 << 10)));
+    for b in [block(1, 0), block(1, 16 << 10), block(3, 0)] {
+        t.on_message(key, Inbound::Request(b), now).unwrap();
+    }
+    assert_eq!(
+        t.next_upload_run(key, 1 << 20),
+        vec![block(1, 0), block(1, 16 << 10)]
+    );
+    assert_eq!(t.next_upload_run(key, 1 << 20), vec![block(3, 0)]);
     let outside = BlockRef {
         piece: PieceIndex(1),
         offset: PIECE - 1,
