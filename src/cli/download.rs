@@ -193,11 +193,16 @@ impl Display {
     }
 
     fn show(&self, p: &Progress) {
+        // Ratio as Transmission shows it: uploaded over downloaded, or over the torrent's
+        // size for a seed that downloaded nothing.
+        let base = if p.downloaded > 0 { p.downloaded } else { p.total_bytes.max(1) };
         let rates = format!(
-            "down {}/s up {}/s peers {}",
+            "down {}/s up {}/s peers {} uploaded {} ratio {:.2}",
             human_bytes(p.download_rate as u64),
             human_bytes(p.upload_rate as u64),
-            p.peers
+            p.peers,
+            human_bytes(p.uploaded),
+            p.uploaded as f64 / base as f64
         );
         if let Some(bar) = &self.bar {
             if let Some((done, count)) = p.checking {
