@@ -65,7 +65,7 @@ impl BufferPool {
     fn wrap(&self, permit: OwnedSemaphorePermit) -> PoolBuf {
         let recycled = self.inner.free.lock().expect("pool lock").pop();
         let mut data = recycled.unwrap_or_else(|| Vec::with_capacity(self.inner.buf_size));
-        data.clear();
+        data.clear(); // socket reads fill from the start; disk reads re-extend without zeroing
         PoolBuf {
             data,
             pool: Arc::clone(&self.inner),
@@ -105,6 +105,21 @@ impl PoolBuf {
             "pool buffer overflow"
         );
         self.data.extend_from_slice(bytes);
+    }
+
+    /// Makes the buffer `len` bytes long (at most its capacity), zeroing only bytes never
+    /// initialised before.
+    pub fn set_len_initialized(&mut self, len: usize) {
+        assert!(len <= self.data.capacity(), "pool buffer overflow");
+        if self.data.len() >= len {
+            self.data.truncate(len);
+        } else {
+            self.data.resize(len, 0);
+        }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.data
     }
 
     /// Makes the buffer shareable so chunks can point into it.

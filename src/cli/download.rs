@@ -195,7 +195,11 @@ impl Display {
     fn show(&self, p: &Progress) {
         // Ratio as Transmission shows it: uploaded over downloaded, or over the torrent's
         // size for a seed that downloaded nothing.
-        let base = if p.downloaded > 0 { p.downloaded } else { p.total_bytes.max(1) };
+        let base = if p.downloaded > 0 {
+            p.downloaded
+        } else {
+            p.total_bytes.max(1)
+        };
         let rates = format!(
             "down {}/s up {}/s peers {} uploaded {} ratio {:.2}",
             human_bytes(p.download_rate as u64),

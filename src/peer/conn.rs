@@ -28,6 +28,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// drain: enough to keep a fast link busy, small enough that a peer that never reads
 /// cannot make us hold more.
 const MAX_QUEUED_UPLOAD: usize = 2 << 20;
+/// Pooled read buffers one peer may have queued: a peer that never reads (or asks for
+/// scattered single blocks, each pinning a whole buffer) holds at most this many, so it cannot
+/// drain the upload pool that every peer shares.
+const MAX_QUEUED_UPLOAD_BUFFERS: usize = 4;
 /// We advertise the extension protocol (BEP 10) only.
 const OUR_EXTENSIONS: Extensions = Extensions {
     extended: true,
@@ -86,6 +90,8 @@ pub struct ConnContext {
     pub torrent: Rc<RefCell<Torrent>>,
     pub storage: Rc<Storage>,
     pub pool: BufferPool,
+    /// Buffers for disk reads that serve uploads (one run of blocks each).
+    pub upload_pool: BufferPool,
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
     pub fatal: Rc<FatalSlot>,
@@ -278,8 +284,9 @@ async fn read_tail(ctx: &ConnContext, tail: TailRead) {
     }
 }
 
-/// Largest single disk read serving a run of contiguous requests.
-const MAX_UPLOAD_READ: u32 = 256 << 10;
+/// Largest single disk read serving a run of contiguous requests (the upload pool's buffer
+/// size).
+pub const MAX_UPLOAD_READ: u32 = 256 << 10;
 
 /// Serves the peer's requests: reads each run of contiguous requested blocks from disk in
 /// one read and queues them, holding back while too much is queued for a slow reader.
@@ -296,16 +303,20 @@ async fn run_uploader(ctx: Rc<ConnContext>, key: PeerKey, outbox: Rc<Outbox>, wa
             wake.notified().await;
             continue;
         };
-        while outbox.queued_bytes() > MAX_QUEUED_UPLOAD && !outbox.is_closed() {
+        while (outbox.queued_bytes() > MAX_QUEUED_UPLOAD
+            || outbox.queued_buffers() >= MAX_QUEUED_UPLOAD_BUFFERS)
+            && !outbox.is_closed()
+        {
             outbox.drained().await;
         }
         let start =
             ctx.torrent.borrow().layout().piece_offset(first.piece) + u64::from(first.offset);
         let len: u32 = run.iter().map(|b| b.len).sum();
-        let (res, data) = ctx.storage.read(start, len as usize, Vec::new()).await;
+        let buf = ctx.upload_pool.take().await;
+        let (res, data) = ctx.storage.read(start, len as usize, buf).await;
         match res {
             Ok(()) => {
-                outbox.send_blocks(&run, Rc::new(data));
+                outbox.send_blocks(&run, data.freeze());
                 ctx.torrent.borrow_mut().record_upload(key, len.into());
             }
             Err(e) => {

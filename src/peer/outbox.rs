@@ -5,6 +5,7 @@
 //! caller: `queued_bytes` tells how much is waiting, and `drained` wakes whoever holds back
 //! until it shrinks.
 
+use crate::buffer::PoolBuf;
 use crate::net::TcpStream;
 use crate::types::BlockRef;
 use crate::wire::{piece_header, Message};
@@ -12,6 +13,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_uring::buf::BoundedBuf;
 
@@ -21,12 +24,12 @@ const MAX_CONTROL_BATCH: usize = 64 << 10;
 /// Most buffers handed to one writev (the kernel's IOV_MAX is 1024).
 const MAX_IOVECS: usize = 64;
 
-/// Bytes queued for sending: an owned buffer, or a slice of a buffer shared by several
+/// Bytes queued for sending: an owned buffer, or a slice of a pooled buffer shared by several
 /// blocks (one disk read serving a run of contiguous requests).
 pub enum OutBuf {
     Owned(Vec<u8>),
     Shared {
-        buf: Rc<Vec<u8>>,
+        buf: Arc<PoolBuf>,
         start: usize,
         end: usize,
     },
@@ -42,12 +45,12 @@ impl OutBuf {
 }
 
 // SAFETY: both variants point at heap memory that is neither moved nor freed while the
-// operation owns the OutBuf (the Vec is owned, or kept alive by the Rc).
+// operation owns the OutBuf (the Vec is owned, or kept alive by the Arc).
 unsafe impl tokio_uring::buf::IoBuf for OutBuf {
     fn stable_ptr(&self) -> *const u8 {
         match self {
             OutBuf::Owned(v) => v.as_ptr(),
-            OutBuf::Shared { buf, start, .. } => buf[*start..].as_ptr(),
+            OutBuf::Shared { buf, start, .. } => buf.as_slice()[*start..].as_ptr(),
         }
     }
     fn bytes_init(&self) -> usize {
@@ -61,6 +64,8 @@ unsafe impl tokio_uring::buf::IoBuf for OutBuf {
 struct Item {
     bytes: OutBuf,
     control: bool,
+    /// The last slice of a pooled upload buffer: once written, the buffer is free.
+    ends_buffer: bool,
 }
 
 /// Outgoing messages of one connection.
@@ -68,6 +73,10 @@ struct Item {
 pub struct Outbox {
     items: RefCell<VecDeque<Item>>,
     queued: Cell<usize>,
+    /// Pooled upload buffers queued (not yet fully written).
+    buffers: Cell<usize>,
+    /// When the write in progress started; None while idle.
+    writing_since: Cell<Option<Instant>>,
     closed: Cell<bool>,
     wake_writer: Notify,
     drained: Notify,
@@ -85,6 +94,7 @@ impl Outbox {
             Some(Item {
                 bytes: OutBuf::Owned(last),
                 control: true,
+                ..
             }) if last.len() < MAX_CONTROL_BATCH => Some(last),
             _ => None,
         };
@@ -101,6 +111,7 @@ impl Outbox {
                 items.push_back(Item {
                     bytes: OutBuf::Owned(bytes),
                     control: true,
+                    ends_buffer: false,
                 });
                 n
             }
@@ -111,7 +122,7 @@ impl Outbox {
 
     /// Queues PIECE messages for `blocks`, a run of contiguous blocks whose bytes are `data`
     /// (one read from disk): each is its 13-byte header, then its slice of `data`.
-    pub fn send_blocks(&self, blocks: &[BlockRef], data: Rc<Vec<u8>>) {
+    pub fn send_blocks(&self, blocks: &[BlockRef], data: Arc<PoolBuf>) {
         let mut items = self.items.borrow_mut();
         let mut at = 0usize;
         for block in blocks {
@@ -121,17 +132,20 @@ impl Outbox {
             items.push_back(Item {
                 bytes: OutBuf::Owned(header),
                 control: false,
+                ends_buffer: false,
             });
             items.push_back(Item {
                 bytes: OutBuf::Shared {
-                    buf: Rc::clone(&data),
+                    buf: Arc::clone(&data),
                     start: at,
                     end: at + len,
                 },
                 control: false,
+                ends_buffer: at + len == data.len(),
             });
             at += len;
         }
+        self.buffers.set(self.buffers.get() + 1);
         self.wake_writer.notify_one();
     }
 
@@ -158,10 +172,31 @@ impl Outbox {
         self.closed.get()
     }
 
-    fn take_batch(&self) -> Vec<OutBuf> {
+    /// Pooled upload buffers still queued.
+    pub fn queued_buffers(&self) -> usize {
+        self.buffers.get()
+    }
+
+    /// How long the current write has been waiting for the peer to read, if one is.
+    pub fn write_stalled_for(&self, now: Instant) -> Duration {
+        self.writing_since
+            .get()
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+
+    /// Takes up to MAX_IOVECS items; also returns how many pooled buffers they finish.
+    fn take_batch(&self) -> (Vec<OutBuf>, usize) {
         let mut items = self.items.borrow_mut();
         let n = items.len().min(MAX_IOVECS);
-        items.drain(..n).map(|i| i.bytes).collect()
+        let mut finished = 0;
+        let bufs = items
+            .drain(..n)
+            .map(|i| {
+                finished += usize::from(i.ends_buffer);
+                i.bytes
+            })
+            .collect();
+        (bufs, finished)
     }
 }
 
@@ -169,7 +204,7 @@ impl Outbox {
 /// fails.
 pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result<()> {
     loop {
-        let batch = outbox.take_batch();
+        let (batch, finished_buffers) = outbox.take_batch();
         if batch.is_empty() {
             if outbox.is_closed() {
                 return Ok(());
@@ -178,8 +213,11 @@ pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result
             continue;
         }
         let total: usize = batch.iter().map(OutBuf::len).sum();
+        outbox.writing_since.set(Some(Instant::now()));
         write_all_vectored(&stream, batch).await?;
+        outbox.writing_since.set(None);
         outbox.queued.set(outbox.queued.get() - total);
+        outbox.buffers.set(outbox.buffers.get() - finished_buffers);
         outbox.drained.notify_waiters();
     }
 }

@@ -12,7 +12,7 @@ use crate::buffer::BufferPool;
 use crate::check::{check_pieces, PieceCheck};
 use crate::hash::HashPool;
 use crate::metainfo::Metainfo;
-use crate::peer::conn::{ConnContext, FatalSlot};
+use crate::peer::conn::{ConnContext, FatalSlot, MAX_UPLOAD_READ};
 use crate::storage::{Storage, StorageConfig};
 use crate::torrent::{Torrent, TorrentConfig, Verifier};
 use crate::types::{PeerId, PieceIndex};
@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 /// Receive buffer size: large reads amortise the per-read cost and let one vectored write
 /// carry up to 16 blocks of a fast peer.
 pub const RECEIVE_BUFFER: usize = 256 << 10;
+/// Cap on memory holding blocks read from disk for uploading: 32 MiB keeps 16 fast peers
+/// each with two reads queued, and bounds the total whatever the peer count.
+const UPLOAD_MEMORY: usize = 32 << 20;
 /// How often resume data is saved while pieces keep verifying.
 const RESUME_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -150,6 +153,7 @@ pub async fn run(
             RECEIVE_BUFFER,
             config.memory_limit.max(4 * RECEIVE_BUFFER),
         ),
+        upload_pool: BufferPool::with_memory_limit(MAX_UPLOAD_READ as usize, UPLOAD_MEMORY),
         info_hash: meta.info_hash,
         peer_id: PeerId::generate(),
         fatal: Rc::new(FatalSlot::default()),

@@ -36,6 +36,9 @@ const MAX_REQUEST_LEN: u32 = 128 << 10;
 const SNUB_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that sends nothing at all for this long is dropped (keep-alives come every 2 min).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// A peer that leaves one of our writes unread for this long is dropped, freeing the
+/// upload buffers it pins.
+const WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// We send a keep-alive this often, so peers with the usual 2-3 minute idle timeout keep us.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(90);
 
@@ -667,8 +670,10 @@ impl Torrent {
             p.download.tick(elapsed);
             p.upload.tick(elapsed);
             p.resize_window_from_rate();
-            // Idle peers, and seeds once we are a seed too: neither side wants anything.
-            if now - p.last_received_at > IDLE_TIMEOUT || (complete && p.is_seed()) {
+            // Idle peers, peers that stopped reading what we send, and seeds once we are a
+            // seed too (neither side wants anything).
+            let stalled = p.outbox.write_stalled_for(now) > WRITE_STALL_TIMEOUT;
+            if now - p.last_received_at > IDLE_TIMEOUT || stalled || (complete && p.is_seed()) {
                 drop.push(key);
                 continue;
             }
