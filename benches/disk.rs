@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use spate::buffer::{BufferPool, Chunk};
-use spate::layout::{FileSpan, Layout};
+use spate::layout::Layout;
 use spate::storage::{Storage, StorageConfig};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -27,14 +27,7 @@ fn total_bytes() -> u64 {
 }
 
 fn storage_at(path: &Path, total: u64) -> Storage {
-    let layout = Layout::from_spans(
-        PIECE,
-        vec![FileSpan {
-            offset: 0,
-            length: total,
-            pad: false,
-        }],
-    );
+    let layout = Layout::from_lengths(PIECE, [total]);
     Storage::from_parts(layout, vec![path.to_path_buf()], StorageConfig::default())
 }
 

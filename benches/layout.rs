@@ -2,23 +2,11 @@
 //! single file and for 10,000 small files, where the binary search over files matters.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use spate::layout::{FileSpan, Layout};
+use spate::layout::Layout;
 use spate::types::PieceIndex;
 
 fn layout_of(sizes: impl Iterator<Item = u64>) -> Layout {
-    let mut offset = 0;
-    let spans = sizes
-        .map(|length| {
-            let s = FileSpan {
-                offset,
-                length,
-                pad: false,
-            };
-            offset += length;
-            s
-        })
-        .collect();
-    Layout::from_spans(256 << 10, spans)
+    Layout::from_lengths(256 << 10, sizes)
 }
 
 fn map_all_blocks(l: &Layout) -> usize {

@@ -4,7 +4,7 @@
 
 use crate::check::{check_pieces, PieceCheck};
 use crate::hash::HashPool;
-use crate::layout::{FileSpan, Layout};
+use crate::layout::Layout;
 use crate::metainfo::build::{choose_piece_length, encode_torrent, SpecFile, TorrentSpec};
 use crate::storage::{Storage, StorageConfig};
 use std::fs;
@@ -153,22 +153,10 @@ pub async fn hash_and_encode(
     pool: &HashPool,
     mut on_bytes: impl FnMut(u64),
 ) -> Result<Vec<u8>, CreateError> {
-    let mut offset = 0;
-    let spans = tree
-        .spec
-        .files
-        .iter()
-        .map(|f| {
-            let s = FileSpan {
-                offset,
-                length: f.length,
-                pad: false,
-            };
-            offset += f.length;
-            s
-        })
-        .collect();
-    let layout = Layout::from_spans(tree.spec.piece_length, spans);
+    let layout = Layout::from_lengths(
+        tree.spec.piece_length,
+        tree.spec.files.iter().map(|f| f.length),
+    );
     let config = StorageConfig {
         writable: false,
         ..StorageConfig::default()

@@ -56,6 +56,24 @@ impl Layout {
         Layout::from_spans(info.piece_length, files)
     }
 
+    /// Builds a layout of files of the given lengths laid end to end (no padding files).
+    pub fn from_lengths(piece_length: u32, lengths: impl IntoIterator<Item = u64>) -> Layout {
+        let mut offset = 0;
+        let spans = lengths
+            .into_iter()
+            .map(|length| {
+                let span = FileSpan {
+                    offset,
+                    length,
+                    pad: false,
+                };
+                offset += length;
+                span
+            })
+            .collect();
+        Layout::from_spans(piece_length, spans)
+    }
+
     /// Builds a layout from file spans laid end to end in order.
     pub fn from_spans(piece_length: u32, files: Vec<FileSpan>) -> Layout {
         assert!(piece_length > 0, "metainfo refuses a zero piece length");
@@ -170,20 +188,7 @@ mod tests {
     use super::*;
 
     fn layout(piece: u32, sizes: &[u64]) -> Layout {
-        let mut offset = 0;
-        let spans = sizes
-            .iter()
-            .map(|&length| {
-                let s = FileSpan {
-                    offset,
-                    length,
-                    pad: false,
-                };
-                offset += length;
-                s
-            })
-            .collect();
-        Layout::from_spans(piece, spans)
+        Layout::from_lengths(piece, sizes.iter().copied())
     }
 
     fn segs(l: &Layout, piece: u32, off: u32, len: u32) -> Vec<(usize, u64, u32, u32)> {

@@ -3,7 +3,6 @@
 
 use super::*;
 use crate::hash::HashPool;
-use crate::layout::FileSpan;
 use std::sync::Arc;
 
 const PIECE: u32 = 32 << 10;
@@ -11,14 +10,7 @@ const PIECE: u32 = 32 << 10;
 /// A torrent of `pieces` pieces of 32 KiB; `have` marks the pieces we already hold.
 fn torrent(pieces: u32, have: &[u32]) -> Torrent {
     let total = u64::from(pieces * PIECE);
-    let layout = Layout::from_spans(
-        PIECE,
-        vec![FileSpan {
-            offset: 0,
-            length: total,
-            pad: false,
-        }],
-    );
+    let layout = Layout::from_lengths(PIECE, [total]);
     let mut bits = BitVec::<u8, Msb0>::repeat(false, pieces as usize);
     for &p in have {
         bits.set(p as usize, true);
