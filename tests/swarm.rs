@@ -10,28 +10,13 @@ use common::tracker_clients::SpateTracker;
 use common::*;
 use spate::metainfo::Metainfo;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// `spate seed` or `spate download` that announces to the torrent's trackers.
 fn spate_with_trackers(args: &[&str]) -> Proc {
-    let port = free_port();
-    let child = spate()
-        .args(args)
-        .args([
-            "--listen-ip",
-            "127.0.0.1",
-            "--listen-port",
-            &port.to_string(),
-            "--quiet",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    Proc { child, port }
+    common::swarm::spawn_on(free_port(), args)
 }
 
 fn leech(torrent: &Path, out: &Path) -> Proc {

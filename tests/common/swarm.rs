@@ -67,50 +67,40 @@ pub fn start_seeder(torrent: &Path, dir: &Path, extra: &[&str]) -> Proc {
 
 /// Starts `spate seed` on a given port.
 pub fn start_seeder_on(port: u16, torrent: &Path, dir: &Path, extra: &[&str]) -> Proc {
-    let child = spate()
-        .args([
-            "seed",
-            torrent.to_str().unwrap(),
-            dir.to_str().unwrap(),
-            "--listen-ip",
-            "127.0.0.1",
-        ])
-        .args([
-            "--listen-port",
-            &port.to_string(),
-            "--no-trackers",
-            "--quiet",
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let p = Proc { child, port };
+    let seed = [
+        "seed",
+        torrent.to_str().unwrap(),
+        dir.to_str().unwrap(),
+        "--no-trackers",
+    ];
+    let p = spawn_on(port, &[&seed[..], extra].concat());
     wait_listening(p.addr(), Duration::from_secs(20));
     p
 }
 
 /// Starts `spate download` of `torrent` into `out` with the given extra args.
 pub fn start_leecher(torrent: &Path, out: &Path, extra: &[&str]) -> Proc {
-    let port = free_port();
+    let download = [
+        "download",
+        torrent.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let flags = ["--no-trackers", "--json"];
+    spawn_on(free_port(), &[&download[..], &flags, extra].concat())
+}
+
+/// Spawns spate with `args`, listening quietly on 127.0.0.1:`port`, output captured.
+pub fn spawn_on(port: u16, args: &[&str]) -> Proc {
     let child = spate()
+        .args(args)
         .args([
-            "download",
-            torrent.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
             "--listen-ip",
             "127.0.0.1",
-        ])
-        .args([
             "--listen-port",
             &port.to_string(),
-            "--no-trackers",
             "--quiet",
-            "--json",
         ])
-        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
