@@ -19,6 +19,7 @@ pub mod metainfo;
 pub mod net;
 pub mod peer;
 pub mod picker;
+pub mod ratelimit;
 pub mod session;
 pub mod storage;
 pub mod torrent;

@@ -118,6 +118,95 @@ fn leechers_finish_by_trading_what_each_got_from_a_partial_seed() {
     }
 }
 
+/// Which pieces of the single-file torrent `meta` are correct in `dir` right now.
+fn good_pieces(meta: &Metainfo, dir: &Path) -> Vec<bool> {
+    let data = std::fs::read(dir.join(&meta.info.files[0].path)).unwrap_or_default();
+    let len = meta.info.piece_length as usize;
+    (0..meta.info.piece_count() as usize)
+        .map(|i| {
+            let piece = data.get(i * len..((i + 1) * len).min(data.len()));
+            piece.is_some_and(|p| spate::hash::sha1(p) == meta.info.pieces[i])
+        })
+        .collect()
+}
+
+#[test]
+fn when_the_only_seed_leaves_early_the_leechers_finish_from_each_other() {
+    let tracker = SpateTracker::start(&["--listen", "127.0.0.1:0", "--interval", "2"]);
+    let dir = tempdir();
+    write_tree(&dir.path().join("seed"), &[("f.bin", 4 << 20)]);
+    let torrent = dir.path().join("t.torrent");
+    create_torrent(
+        &dir.path().join("seed/f.bin"),
+        &torrent,
+        &["-t", &tracker.announce_url(), "--piece-size", "64K"],
+    );
+    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let payload = std::fs::read(dir.path().join("seed/f.bin")).unwrap();
+    // The seed sends a copy in about 4 s while the leechers trade slowly; it leaves as soon
+    // as the swarm as a whole holds every piece. Each leecher then has only part of them
+    // (about 50-60% from the seed: rarest-first cannot see the pieces the others have in
+    // flight, so the seed sends more than one copy; 80-85% in all, measured).
+    let seed = spate_with_trackers(&[
+        "seed",
+        path_str(&torrent),
+        path_str(&dir.path().join("seed")),
+        "--upload-limit",
+        "1M",
+    ]);
+    let outs: Vec<_> = (0..3)
+        .map(|i| dir.path().join(format!("leech{i}")))
+        .collect();
+    let leechers: Vec<Proc> = outs
+        .iter()
+        .map(|out| {
+            let args = ["download", path_str(&torrent), "-o", path_str(out)];
+            spate_with_trackers(
+                &[&args[..], &["--json", "--seed", "--upload-limit", "100K"]].concat(),
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + LIMIT;
+    let held = loop {
+        let held: Vec<Vec<bool>> = outs.iter().map(|o| good_pieces(&meta, o)).collect();
+        let union_complete = (0..held[0].len()).all(|p| held.iter().any(|leecher| leecher[p]));
+        if union_complete {
+            break held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swarm never held every piece"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    seed.signal("TERM");
+    seed.wait(Duration::from_secs(10));
+    let shares: Vec<f64> = held
+        .iter()
+        .map(|h| h.iter().filter(|&&b| b).count() as f64 / h.len() as f64)
+        .collect();
+    eprintln!("the seed left with the leechers at {shares:.2?} of the pieces");
+    assert!(
+        shares.iter().all(|&s| s < 1.0),
+        "a leecher had everything before the seed left: {shares:?}"
+    );
+    for out in &outs {
+        wait_until_complete(&torrent, out);
+    }
+    for (i, l) in leechers.into_iter().enumerate() {
+        l.signal("TERM");
+        let report = report_of(&l.wait(Duration::from_secs(10)));
+        assert!(
+            report["uploaded_bytes"].as_u64().unwrap() > 0,
+            "leecher {i} uploaded nothing: {report}"
+        );
+        assert!(
+            std::fs::read(outs[i].join("f.bin")).unwrap() == payload,
+            "leecher {i} differs"
+        );
+    }
+}
+
 /// Polls `spate verify` until every piece in `out` is good.
 fn wait_until_complete(torrent: &Path, out: &Path) {
     let deadline = std::time::Instant::now() + LIMIT;

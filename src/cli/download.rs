@@ -30,6 +30,9 @@ pub struct SwarmArgs {
     /// Peers uploaded to at once (the best by rate, one of them rotated optimistically).
     #[arg(long, default_value_t = 4)]
     upload_slots: usize,
+    /// Cap on upload speed in bytes per second (e.g. 2M); 0 means unlimited.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    upload_limit: u64,
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     no_trackers: bool,
@@ -81,6 +84,7 @@ fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
         listen: SocketAddr::new(swarm.listen_ip, swarm.listen_port),
         max_peers: swarm.max_peers,
         upload_slots: swarm.upload_slots,
+        upload_limit: (swarm.upload_limit > 0).then_some(swarm.upload_limit),
         use_trackers: !swarm.no_trackers,
         ..SessionConfig::default()
     }

@@ -11,6 +11,7 @@ use super::outbox::{run_writer, Outbox};
 use crate::buffer::BufferPool;
 use crate::net::TcpStream;
 use crate::picker::PeerKey;
+use crate::ratelimit::UploadLimit;
 use crate::storage::Storage;
 use crate::torrent::{TailRead, Torrent, Violation, WriteJob};
 use crate::types::{InfoHash, PeerId};
@@ -92,6 +93,8 @@ pub struct ConnContext {
     pub pool: BufferPool,
     /// Buffers for disk reads that serve uploads (one run of blocks each).
     pub upload_pool: BufferPool,
+    /// The session's upload rate limit, shared by every uploader.
+    pub upload_limit: UploadLimit,
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
     pub fatal: Rc<FatalSlot>,
@@ -312,6 +315,7 @@ async fn run_uploader(ctx: Rc<ConnContext>, key: PeerKey, outbox: Rc<Outbox>, wa
         let start =
             ctx.torrent.borrow().layout().piece_offset(first.piece) + u64::from(first.offset);
         let len: u32 = run.iter().map(|b| b.len).sum();
+        ctx.upload_limit.admit(len.into()).await;
         let buf = ctx.upload_pool.take().await;
         let (res, data) = ctx.storage.read(start, len as usize, buf).await;
         match res {

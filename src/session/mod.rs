@@ -13,6 +13,7 @@ use crate::check::{check_pieces, PieceCheck};
 use crate::hash::HashPool;
 use crate::metainfo::Metainfo;
 use crate::peer::conn::{ConnContext, FatalSlot, MAX_UPLOAD_READ};
+use crate::ratelimit::UploadLimit;
 use crate::storage::{Storage, StorageConfig};
 use crate::torrent::{Torrent, TorrentConfig, Verifier};
 use crate::types::{PeerId, PieceIndex};
@@ -49,6 +50,8 @@ pub struct SessionConfig {
     pub seed: bool,
     pub preallocate: bool,
     pub upload_slots: usize,
+    /// Upload rate cap in bytes/s for the whole session; None is unlimited.
+    pub upload_limit: Option<u64>,
     /// Announce to the torrent's trackers.
     pub use_trackers: bool,
     /// Stops the session when notified (from any thread), like SIGINT does.
@@ -68,6 +71,7 @@ impl Default for SessionConfig {
             seed: false,
             preallocate: false,
             upload_slots: 4,
+            upload_limit: None,
             use_trackers: true,
             shutdown: None,
             handle_signals: true,
@@ -154,6 +158,7 @@ pub async fn run(
             config.memory_limit.max(4 * RECEIVE_BUFFER),
         ),
         upload_pool: BufferPool::with_memory_limit(MAX_UPLOAD_READ as usize, UPLOAD_MEMORY),
+        upload_limit: UploadLimit::new(config.upload_limit),
         info_hash: meta.info_hash,
         peer_id: PeerId::generate(),
         fatal: Rc::new(FatalSlot::default()),
