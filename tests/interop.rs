@@ -1,5 +1,5 @@
-//! Interoperability: spate downloads from and seeds to libtorrent, Transmission, aria2 and
-//! qBittorrent over loopback, and the bytes must come out identical.
+//! Interoperability: spate downloads from and seeds to libtorrent, Transmission, aria2,
+//! qBittorrent and rqbit over loopback, and the bytes must come out identical.
 //!
 //! Every client binds to 127.0.0.1, TCP only, with DHT, PEX, LSD, UPnP, NAT-PMP and uTP
 //! off (see `common::clients`); spate runs with `--no-trackers` and dials its peer through
@@ -7,7 +7,7 @@
 //! success and on panic. A missing client binary fails the test.
 //!
 //! Needs (Debian): python3-libtorrent, transmission-daemon, transmission-cli, aria2,
-//! qbittorrent-nox. Run with `--test-threads=1`: each test runs two clients at once and the
+//! qbittorrent-nox; rqbit (`cargo install rqbit --locked`). Run with `--test-threads=1`: each test runs two clients at once and the
 //! timeouts assume they do not compete with other tests for the CPU.
 
 mod common;
@@ -279,5 +279,29 @@ fn spate_seeds_qbittorrent_dials_in() {
         let q = Qbittorrent::start(job);
         q.add_peer(spate);
         q
+    });
+}
+
+// ---- rqbit -----------------------------------------------------------------------------
+
+#[test]
+fn rqbit_seeds_spate_downloads() {
+    x_seeds_spate_downloads(Swarm::single_file(), |job| Rqbit::start(job, &[]));
+}
+
+#[test]
+fn spate_seeds_rqbit_downloads() {
+    spate_seeds_x_downloads(Swarm::single_file(), |job| Rqbit::start(job, &[]));
+}
+
+#[test]
+fn spate_seeds_rqbit_downloads_multi_file() {
+    spate_seeds_x_downloads(Swarm::multi_file(), |job| Rqbit::start(job, &[]));
+}
+
+#[test]
+fn spate_seeds_rqbit_dials_in() {
+    spate_seeds_x_dials_in(Swarm::single_file(), |job, spate| {
+        Rqbit::start(job, &[spate])
     });
 }

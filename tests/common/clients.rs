@@ -1,4 +1,4 @@
-//! Other BitTorrent clients (libtorrent, Transmission, aria2, qBittorrent) and spate itself
+//! Other BitTorrent clients (libtorrent, Transmission, aria2, qBittorrent, rqbit) and spate itself
 //! as seeders or leechers of one torrent, for the interoperability tests.
 //!
 //! Every client runs on 127.0.0.1 only, TCP only, with DHT, PEX, LSD, UPnP, NAT-PMP and uTP
@@ -1155,6 +1155,96 @@ impl Client for Qbittorrent {
                     Some("uploading" | "stalledUP" | "queuedUP" | "forcedUP")
                 )
         })
+    }
+}
+
+// ---- rqbit -----------------------------------------------------------------------------
+
+/// rqbit's stateless `download` with its HTTP API on 127.0.0.1 and trackers off. As a
+/// leecher it exits 0 once every piece is downloaded and checked (`--exit-on-finish`); a
+/// seeder is returned once its API says the torrent is finished and live.
+pub struct Rqbit {
+    group: Group,
+    api_port: u16,
+    role: Role,
+    _home: tempfile::TempDir,
+}
+
+impl Rqbit {
+    /// Starts rqbit; `connect`: peers it dials itself.
+    pub fn start(job: &Job, connect: &[SocketAddr]) -> Rqbit {
+        require("rqbit");
+        let home = home();
+        let api_port = free_port();
+        let mut cmd = isolated("rqbit", home.path());
+        cmd.env("RQBIT_LOG_LEVEL_CONSOLE", "info").args([
+            "--disable-dht",
+            "--disable-dht-persistence",
+            "--disable-upnp-port-forward",
+            "--disable-lsd",
+            "--disable-trackers",
+            "--ipv4-only",
+            "--listen-ip",
+            LOCALHOST,
+        ]);
+        // rqbit 9.1 announces port 4240 unless told which port it listens on.
+        for flag in ["--listen-port", "--announce-port"] {
+            cmd.arg(flag).arg(job.port.to_string());
+        }
+        cmd.arg("--http-api-listen-addr")
+            .arg(format!("{LOCALHOST}:{api_port}"))
+            .args(["download", "--overwrite", "-o"])
+            .arg(&job.dir);
+        if job.role == Role::Leech {
+            cmd.arg("--exit-on-finish");
+        }
+        if !connect.is_empty() {
+            let peers: Vec<String> = connect.iter().map(|p| p.to_string()).collect();
+            cmd.arg("--initial-peers").arg(peers.join(","));
+        }
+        cmd.arg(&job.torrent);
+        let group = Group::spawn("rqbit", cmd, &home.path().join("rqbit.log"));
+        let r = Rqbit {
+            group,
+            api_port,
+            role: job.role,
+            _home: home,
+        };
+        if job.role == Role::Seed {
+            let ready = poll_until(READY_TIMEOUT, || {
+                r.group.check_alive();
+                let s = r.stats()?;
+                (s["finished"] == true && s["state"] == "live").then_some(())
+            });
+            if ready.is_none() {
+                r.group.fail("not seeding after 30 s");
+            }
+        }
+        if poll_until(API_TIMEOUT, || listening(job.port).then_some(())).is_none() {
+            r.group
+                .fail(&format!("nothing listens on peer port {}", job.port));
+        }
+        r
+    }
+
+    fn stats(&self) -> Option<serde_json::Value> {
+        let r = http(self.api_port, "GET", "/torrents/0/stats/v1", &[], b"").ok()?;
+        (r.status == 200).then(|| r.json())
+    }
+}
+
+impl Client for Rqbit {
+    fn group(&self) -> &Group {
+        &self.group
+    }
+
+    fn finished(&mut self) -> bool {
+        assert_eq!(self.role, Role::Leech, "only a leecher finishes");
+        match self.group.exit() {
+            None => false,
+            Some(Exit::Code(0)) => true,
+            Some(other) => self.group.fail(&format!("exited with {other:?}")),
+        }
     }
 }
 
