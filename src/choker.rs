@@ -209,6 +209,30 @@ impl Choker {
         }
     }
 
+    /// An unchoked peer left or lost interest: its slot goes at once to the best choked
+    /// interested peers rather than at the next round (a seed serving a queue of leechers
+    /// would otherwise idle for up to a rechoke interval each time one finishes).
+    pub fn on_slot_freed(
+        &mut self,
+        now: Instant,
+        seeding: bool,
+        peers: &[PeerSnapshot],
+    ) -> Decision {
+        let used = peers.iter().filter(|p| p.interested && !p.choked).count();
+        let free = self.config.upload_slots.saturating_sub(used);
+        let unchoke = self
+            .rank(now, seeding, peers)
+            .into_iter()
+            .filter(|p| p.choked)
+            .take(free)
+            .map(|p| p.id)
+            .collect();
+        Decision {
+            unchoke,
+            choke: Vec::new(),
+        }
+    }
+
     /// `id` disconnected: its slot is free at the next decision and, if it
     /// held the optimistic slot, the next round picks a new one at once.
     pub fn on_peer_gone(&mut self, id: u32) {
@@ -611,6 +635,41 @@ mod tests {
         assert_eq!(unchoked(&peers), vec![1, 2, 3]);
         // Not (yet) interested in the snapshot: nothing happens.
         assert!(c.on_peer_interested(now, false, &peers, 5).is_empty());
+    }
+
+    #[test]
+    fn a_freed_slot_goes_at_once_to_the_fastest_choked_peer() {
+        let base = Instant::now();
+        let now = base + secs(1000);
+        let mut peers: Vec<PeerSnapshot> = (1..=6).map(|id| peer(base, id)).collect();
+        for p in &mut peers {
+            p.upload_rate = f64::from(p.id);
+        }
+        let mut c = choker(2, 0);
+        let d = c.rechoke(now, true, &peers);
+        apply(&mut peers, &d);
+        assert_eq!(unchoked(&peers).len(), 2);
+        // Slots full: nothing to do.
+        assert!(c.on_slot_freed(now, true, &peers).is_empty());
+        // Both unchoked peers finish (not interested any more, choked by the caller).
+        for p in peers.iter_mut() {
+            if !p.choked {
+                p.interested = false;
+                p.choked = true;
+            }
+        }
+        let best_choked: Vec<u32> = {
+            let mut rest: Vec<&PeerSnapshot> = peers.iter().filter(|p| p.interested).collect();
+            rest.sort_by(|a, b| b.upload_rate.total_cmp(&a.upload_rate));
+            rest.iter().take(2).map(|p| p.id).collect()
+        };
+        let d = c.on_slot_freed(now + secs(1), true, &peers);
+        assert!(d.choke.is_empty());
+        let mut got = d.unchoke.clone();
+        got.sort_unstable();
+        let mut want = best_choked;
+        want.sort_unstable();
+        assert_eq!(got, want);
     }
 
     #[test]

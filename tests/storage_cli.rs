@@ -246,3 +246,24 @@ extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+#[test]
+fn info_into_a_closed_pipe_ends_without_a_panic() {
+    let dir = tempdir();
+    write_tree(dir.path(), &[("a.bin", 100_000)]);
+    let torrent = dir.path().join("t.torrent");
+    create_torrent(&dir.path().join("a.bin"), &torrent, &[]);
+    let mut child = spate()
+        .args(["info", path_str(&torrent)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before spate prints
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !stderr(&out).contains("panicked"),
+        "spate info panicked: {}",
+        stderr(&out)
+    );
+}

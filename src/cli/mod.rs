@@ -50,6 +50,12 @@ enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging();
+    if matches!(
+        cli.command,
+        Command::Info(_) | Command::Create(_) | Command::Verify(_)
+    ) {
+        exit_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Info(a) => info::run(a),
         Command::Create(a) => create::run(a),
@@ -69,6 +75,16 @@ pub fn main() -> i32 {
                 1
             }
         }
+    }
+}
+
+/// `spate info t.torrent | head` should end quietly when `head` exits, as `cat` does, not
+/// panic on the failed print. Only for the commands without sockets: a peer closing its
+/// connection must never kill a download.
+fn exit_quietly_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -137,7 +137,7 @@ pub async fn run_peer(
         Rc::clone(&upload_wake),
     ));
     let result = read_loop(&ctx, &stream, key, leftover, &upload_wake).await;
-    ctx.torrent.borrow_mut().remove_peer(key);
+    ctx.torrent.borrow_mut().remove_peer(key, Instant::now());
     outbox.close();
     upload_wake.notify_one();
     let _ = stream.shutdown(Shutdown::Both);

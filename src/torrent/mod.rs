@@ -223,11 +223,16 @@ impl Torrent {
         }
     }
 
-    /// Forgets a disconnected peer: its pieces stop counting and its requests go back.
-    pub fn remove_peer(&mut self, key: PeerKey) {
+    /// Forgets a disconnected peer: its pieces stop counting, its requests go back and its
+    /// upload slot goes to a waiting peer.
+    pub fn remove_peer(&mut self, key: PeerKey, now: Instant) {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
+        self.choker.on_peer_gone(key.0);
+        if !p.am_choking && p.peer_interested {
+            self.refill_upload_slots(now);
+        }
         let blocks = p.release_all_requests();
         self.picker.release_peer(key, &blocks);
         if p.counted_as_seed {
@@ -285,6 +290,7 @@ impl Torrent {
                     p.am_choking = true;
                     p.their_requests.clear();
                     p.outbox.send(&Message::Choke);
+                    self.refill_upload_slots(now);
                 }
             }
             Inbound::Have(piece) => self.on_have(key, piece)?,
@@ -427,6 +433,14 @@ impl Torrent {
                 p.outbox.send(&Message::Choke);
             }
         }
+    }
+
+    /// Gives free upload slots to waiting peers now rather than at the next round.
+    fn refill_upload_slots(&mut self, now: Instant) {
+        let snapshots = self.choker_snapshots(now);
+        let seeding = self.is_complete();
+        let decision = self.choker.on_slot_freed(now, seeding, &snapshots);
+        self.apply_choke_decision(decision);
     }
 
     /// Runs a choking round if one is due (every 10 s; the optimistic slot every 30 s).
