@@ -1,7 +1,9 @@
 //! Seeding under hostile leechers: requests out of range or for pieces the seed lacks, a
 //! request flood, requests while choked, a peer that never reads its socket, and a storm of
 //! connections. Each bad peer is dropped or ignored while an honest spate leecher is served
-//! in full, and the seeder's memory stays bounded.
+//! in full, and the seeder's memory stays bounded. And broken data under a seeder: a file
+//! truncated while seeding loses only the pieces it no longer holds; a file nobody may write
+//! is still seeded.
 
 mod common;
 
@@ -247,5 +249,98 @@ fn a_connection_storm_leaves_the_seeder_serving() {
         count() <= 40,
         "the seeder holds {} descriptors after the storm",
         count()
+    );
+}
+
+#[test]
+fn a_file_truncated_while_seeding_loses_only_the_pieces_past_its_end() {
+    let s = seeded(16 * PIECE);
+    let file = s.dir.join("seed/f.bin");
+    // Pieces 0-9 stay whole; piece 10 is cut short and 11-15 are gone.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(10 * PIECE as u64 + 1000)
+        .unwrap();
+    let out = s.dir.join("leech");
+    let leecher = start_leecher(&s.torrent, &out, &["--peer", &s.seeder.addr().to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while good_pieces(&s.meta, &out).iter().take(10).any(|good| !good) {
+        assert!(Instant::now() < deadline, "pieces 0-9 never arrived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The seeder keeps running and tells why it stopped serving the rest.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(s.seeder.child.id() > 0);
+    drop(leecher);
+    s.seeder.signal("TERM");
+    let Seeded {
+        seeder,
+        meta,
+        dir,
+        _dir,
+        ..
+    } = s;
+    let log = stderr(&seeder.wait(Duration::from_secs(10)));
+    assert!(
+        log.contains("cannot read piece 10") && log.contains("marked missing"),
+        "seeder log: {log}"
+    );
+    let have = spate::session::resume::load(&dir.join("seed"), &meta).expect("resume data saved");
+    let bit = |i: usize| have[i / 8] & (0x80 >> (i % 8)) != 0;
+    assert!(
+        (0..10).all(bit),
+        "a readable piece was dropped: {have:02x?}"
+    );
+    assert!(
+        !(10..16).any(bit),
+        "an unreadable piece is still claimed: {have:02x?}"
+    );
+}
+
+/// Makes a file immutable (not even root may write it) until dropped.
+struct Immutable<'a>(&'a std::path::Path);
+
+impl<'a> Immutable<'a> {
+    fn set(path: &'a std::path::Path) -> Immutable<'a> {
+        let ok = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "chattr +i {} failed (needs root and ext4)",
+            path.display()
+        );
+        Immutable(path)
+    }
+}
+
+impl Drop for Immutable<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(self.0)
+            .status();
+    }
+}
+
+#[test]
+fn data_nobody_may_write_is_still_seeded() {
+    let d = tempdir();
+    let dir = d.path().to_path_buf();
+    write_tree(&dir.join("seed"), &[("f.bin", 8 * PIECE)]);
+    let torrent = dir.join("t.torrent");
+    create_torrent(&dir.join("seed/f.bin"), &torrent, &["--piece-size", "256K"]);
+    let file = dir.join("seed/f.bin");
+    let _immutable = Immutable::set(&file);
+    let seeder = start_seeder(&torrent, &dir.join("seed"), &[]);
+    let out = dir.join("leech");
+    let leecher = start_leecher(&torrent, &out, &["--peer", &seeder.addr().to_string()]);
+    report_of(&leecher.wait(Duration::from_secs(30)));
+    assert!(
+        std::fs::read(out.join("f.bin")).unwrap() == std::fs::read(dir.join("seed/f.bin")).unwrap()
     );
 }

@@ -118,18 +118,6 @@ fn leechers_finish_by_trading_what_each_got_from_a_partial_seed() {
     }
 }
 
-/// Which pieces of the single-file torrent `meta` are correct in `dir` right now.
-fn good_pieces(meta: &Metainfo, dir: &Path) -> Vec<bool> {
-    let data = std::fs::read(dir.join(&meta.info.files[0].path)).unwrap_or_default();
-    let len = meta.info.piece_length as usize;
-    (0..meta.info.piece_count() as usize)
-        .map(|i| {
-            let piece = data.get(i * len..((i + 1) * len).min(data.len()));
-            piece.is_some_and(|p| spate::hash::sha1(p) == meta.info.pieces[i])
-        })
-        .collect()
-}
-
 #[test]
 fn when_the_only_seed_leaves_early_the_leechers_finish_from_each_other() {
     let tracker = SpateTracker::start(&["--listen", "127.0.0.1:0", "--interval", "2"]);

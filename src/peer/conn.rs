@@ -14,7 +14,7 @@ use crate::picker::PeerKey;
 use crate::ratelimit::UploadLimit;
 use crate::storage::Storage;
 use crate::torrent::{TailRead, Torrent, Violation, WriteJob};
-use crate::types::{InfoHash, PeerId};
+use crate::types::{BlockRef, InfoHash, PeerId};
 use crate::wire::{Extensions, Handshake, Message, WireError, DEFAULT_MAX_FRAME, HANDSHAKE_LEN};
 use std::cell::RefCell;
 use std::net::{Shutdown, SocketAddr};
@@ -302,32 +302,48 @@ async fn run_uploader(ctx: Rc<ConnContext>, key: PeerKey, outbox: Rc<Outbox>, wa
             .torrent
             .borrow_mut()
             .next_upload_run(key, MAX_UPLOAD_READ);
-        let Some(first) = run.first() else {
+        if run.is_empty() {
             wake.notified().await;
             continue;
-        };
+        }
         while (outbox.queued_bytes() > MAX_QUEUED_UPLOAD
             || outbox.queued_buffers() >= MAX_QUEUED_UPLOAD_BUFFERS)
             && !outbox.is_closed()
         {
             outbox.drained().await;
         }
-        let start =
-            ctx.torrent.borrow().layout().piece_offset(first.piece) + u64::from(first.offset);
         let len: u32 = run.iter().map(|b| b.len).sum();
         ctx.upload_limit.admit(len.into()).await;
-        let buf = ctx.upload_pool.take().await;
-        let (res, data) = ctx.storage.read(start, len as usize, buf).await;
-        match res {
-            Ok(()) => {
-                outbox.send_blocks(&run, data.freeze());
-                ctx.torrent.borrow_mut().record_upload(key, len.into());
-            }
-            Err(e) => {
-                ctx.fatal
-                    .set(format!("reading piece {} to upload: {e}", first.piece));
-                return;
+        if upload_run(&ctx, key, &outbox, &run).await.is_err() {
+            // Some piece of the run is unreadable: serve it piece by piece, so only the
+            // pieces that fail are marked missing.
+            for piece in run.chunk_by(|a, b| a.piece == b.piece) {
+                if let Err(e) = upload_run(&ctx, key, &outbox, piece).await {
+                    let index = piece[0].piece;
+                    tracing::warn!(
+                        "cannot read piece {index} to upload ({e}); marked missing, fetching it again from peers"
+                    );
+                    ctx.torrent.borrow_mut().on_piece_unreadable(index);
+                }
             }
         }
     }
+}
+
+/// Reads one run of contiguous blocks into a pooled buffer and queues them for `key`.
+async fn upload_run(
+    ctx: &ConnContext,
+    key: PeerKey,
+    outbox: &Outbox,
+    run: &[BlockRef],
+) -> std::io::Result<()> {
+    let first = run[0];
+    let start = ctx.torrent.borrow().layout().piece_offset(first.piece) + u64::from(first.offset);
+    let len: u32 = run.iter().map(|b| b.len).sum();
+    let buf = ctx.upload_pool.take().await;
+    let (res, data) = ctx.storage.read(start, len as usize, buf).await;
+    res?;
+    outbox.send_blocks(run, data.freeze());
+    ctx.torrent.borrow_mut().record_upload(key, len.into());
+    Ok(())
 }

@@ -222,18 +222,32 @@ impl Storage {
         if let Some(parent) = path.parent() {
             tokio_uring::fs::create_dir_all(parent).await?;
         }
-        let handle = tokio_uring::fs::OpenOptions::new()
+        let opened = tokio_uring::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .open(path)
-            .await?;
+            .await;
+        let handle = match opened {
+            Ok(h) => h,
+            // Data we may not write (a read-only mount, another owner's files, an immutable
+            // file) can still be read and seeded; a write to it fails with a clear error.
+            Err(e) if is_write_refusal(&e) && path.exists() => return File::open(path).await,
+            Err(e) => return Err(e),
+        };
         let length = self.layout.files()[file].length;
         if self.config.preallocate && length > 0 {
             handle.fallocate(0, length, 0).await?;
         }
         Ok(handle)
     }
+}
+
+/// The open failed only because writing is not allowed.
+fn is_write_refusal(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::PermissionDenied
+        || e.kind() == io::ErrorKind::ReadOnlyFilesystem
+        || e.raw_os_error() == Some(libc::EPERM)
 }
 
 /// A buffer `Storage::read` can fill: its length can be set without zeroing bytes that were

@@ -112,6 +112,9 @@ pub struct Torrent {
     /// only the listening address (IP and port) is banned.
     banned: HashSet<SocketAddr>,
     choker: Choker,
+    /// Pieces we had but could no longer read (file removed, truncated, unreadable): peers
+    /// we told we had them may still ask, which is no fault of theirs.
+    lost: BitVec<u8, Msb0>,
     pub stats: Stats,
     /// Pieces verified since the resume data was last saved.
     pub resume_dirty: bool,
@@ -133,6 +136,7 @@ impl Torrent {
         for p in have.iter_ones() {
             picker.mark_have(PieceIndex(p as u32));
         }
+        let layout_piece_count = layout.piece_count() as usize;
         Torrent {
             layout,
             picker,
@@ -149,6 +153,7 @@ impl Torrent {
                 },
                 rand::random(),
             ),
+            lost: BitVec::repeat(false, layout_piece_count),
             stats: Stats::default(),
             resume_dirty: false,
         }
@@ -372,6 +377,9 @@ impl Torrent {
             return Err(Violation::BadRequest(block));
         }
         if !self.have[block.piece.as_usize()] {
+            if self.lost[block.piece.as_usize()] {
+                return Ok(()); // we said we had it; it went missing since
+            }
             return Err(Violation::RequestForMissingPiece(block.piece.0));
         }
         let p = self.peers.get_mut(&key).expect("caller checked the peer");
@@ -636,9 +644,33 @@ impl Torrent {
         kick
     }
 
+    /// Reading `piece` from disk to upload it failed: it is missing now. Queued requests for
+    /// it are dropped, it counts as missing in the resume data and the picker fetches it
+    /// again from peers that have it.
+    pub fn on_piece_unreadable(&mut self, piece: PieceIndex) {
+        if !self.have[piece.as_usize()] {
+            return;
+        }
+        self.have.set(piece.as_usize(), false);
+        self.lost.set(piece.as_usize(), true);
+        self.picker.on_piece_failed(piece);
+        self.stats.pieces_lost += 1;
+        self.resume_dirty = true;
+        let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
+        for key in keys {
+            let p = self.peers.get_mut(&key).expect("key listed above");
+            p.their_requests.retain(|b| b.piece != piece);
+            if p.has_piece(piece) {
+                p.wanted_count += 1;
+                self.update_interest(key);
+            }
+        }
+    }
+
     fn on_piece_verified(&mut self, piece: PieceIndex) {
         self.picker.on_piece_verified(piece);
         self.have.set(piece.as_usize(), true);
+        self.lost.set(piece.as_usize(), false);
         self.stats.verified += u64::from(self.layout.piece_len(piece));
         self.resume_dirty = true;
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();

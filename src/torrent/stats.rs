@@ -27,6 +27,8 @@ pub struct Stats {
     pub peers_banned: u32,
     /// Blocks received twice (endgame) or not requested.
     pub wasted_blocks: u32,
+    /// Pieces we had that could no longer be read from disk.
+    pub pieces_lost: u32,
 }
 
 impl Default for Stats {
@@ -42,6 +44,7 @@ impl Default for Stats {
             peers_dropped: 0,
             peers_banned: 0,
             wasted_blocks: 0,
+            pieces_lost: 0,
         }
     }
 }

@@ -125,3 +125,15 @@ pub fn path_str(p: &Path) -> &str {
 pub fn join(p: &Path, rel: &str) -> PathBuf {
     p.join(rel)
 }
+
+/// Which pieces of the single-file torrent `meta` are correct in `dir` right now.
+pub fn good_pieces(meta: &spate::metainfo::Metainfo, dir: &Path) -> Vec<bool> {
+    let data = std::fs::read(dir.join(&meta.info.files[0].path)).unwrap_or_default();
+    let len = meta.info.piece_length as usize;
+    (0..meta.info.piece_count() as usize)
+        .map(|i| {
+            let piece = data.get(i * len..((i + 1) * len).min(data.len()));
+            piece.is_some_and(|p| spate::hash::sha1(p) == meta.info.pieces[i])
+        })
+        .collect()
+}
