@@ -57,6 +57,9 @@ pub struct DownloadArgs {
     /// Reserve every file's full size up front instead of creating sparse files.
     #[arg(long)]
     preallocate: bool,
+    /// Seconds between saves of resume data while downloading.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    resume_interval: u64,
     /// Print bytes, time, rate and latency percentiles at the end.
     #[arg(long)]
     stats: bool,
@@ -96,6 +99,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     config.seed = args.seed;
     config.memory_limit = args.memory_limit as usize;
     config.preallocate = args.preallocate;
+    config.resume_interval = Duration::from_secs(args.resume_interval);
     let display = Display::new(args.swarm.quiet, meta.info.total_length, "downloading");
     let report = tokio_uring::start(session::run(Arc::clone(&meta), config, |p| display.show(p)))?;
     display.finish();

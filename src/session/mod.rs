@@ -32,8 +32,6 @@ pub const RECEIVE_BUFFER: usize = 256 << 10;
 /// Cap on memory holding blocks read from disk for uploading: 32 MiB keeps 16 fast peers
 /// each with two reads queued, and bounds the total whatever the peer count.
 const UPLOAD_MEMORY: usize = 32 << 20;
-/// How often resume data is saved while pieces keep verifying.
-const RESUME_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Everything a session needs besides the torrent.
 #[derive(Debug, Clone)]
@@ -50,6 +48,9 @@ pub struct SessionConfig {
     pub seed: bool,
     pub preallocate: bool,
     pub upload_slots: usize,
+    /// How often resume data is saved while pieces keep verifying (each save fsyncs the
+    /// data first, so very short intervals cost throughput).
+    pub resume_interval: Duration,
     /// Upload rate cap in bytes/s for the whole session; None is unlimited.
     pub upload_limit: Option<u64>,
     /// Announce to the torrent's trackers.
@@ -72,6 +73,7 @@ impl Default for SessionConfig {
             preallocate: false,
             upload_slots: 4,
             upload_limit: None,
+            resume_interval: Duration::from_secs(30),
             use_trackers: true,
             shutdown: None,
             handle_signals: true,
@@ -273,7 +275,7 @@ async fn drive(
                 if !finished {
                     ctx.storage.start_writeback();
                 }
-                if now - last_save > RESUME_INTERVAL && ctx.torrent.borrow().resume_dirty {
+                if now - last_save >= config.resume_interval && ctx.torrent.borrow().resume_dirty {
                     save_resume(meta, config, ctx).await?;
                     last_save = now;
                 }
