@@ -1,10 +1,12 @@
 //! Load: one spate seeder serving twenty spate leechers of a 512 MiB torrent at once, each
-//! leecher a process of its own that exits only once every piece is verified and fsynced.
+//! leecher a process of its own that exits only once every piece is verified and fsynced;
+//! and 200 peers connected to one seeder at once, which leave no descriptor behind.
 
 mod common;
 
 use common::swarm::{report_of, start_leecher, start_seeder};
 use common::*;
+use spate::metainfo::Metainfo;
 use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -65,4 +67,66 @@ fn one_seeder_serves_twenty_leechers_of_512_mib() {
         SIZE >> 20,
         started.elapsed().as_secs_f64()
     );
+}
+
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+#[test]
+fn two_hundred_peers_at_once_leave_no_descriptor_behind() {
+    let dir = tempdir();
+    write_tree(&dir.path().join("seed"), &[("f.bin", 16 << 20)]);
+    let torrent = dir.path().join("t.torrent");
+    create_torrent(
+        &dir.path().join("seed/f.bin"),
+        &torrent,
+        &["--piece-size", "256K"],
+    );
+    let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
+    let seeder = start_seeder(&torrent, &dir.path().join("seed"), &["--max-peers", "250"]);
+    let pid = seeder.child.id();
+    let baseline = descriptors(pid);
+    let peers: Vec<_> = (0..200)
+        .map(|_| handshaken(seeder.addr(), meta.info_hash))
+        .collect();
+    let held = descriptors(pid);
+    assert!(
+        held >= baseline + 200,
+        "only {held} descriptors for 200 peers (baseline {baseline})"
+    );
+    // An honest leecher is still served in full beside them, and memory stays bounded.
+    let out = dir.path().join("leech");
+    let leecher = start_leecher(&torrent, &out, &["--peer", &seeder.addr().to_string()]);
+    report_of(&leecher.wait(Duration::from_secs(60)));
+    assert!(same_bytes(
+        &out.join("f.bin"),
+        &std::fs::read(dir.path().join("seed/f.bin")).unwrap()
+    ));
+    let rss = rss_mib(pid);
+    assert!(rss < 100, "seeder RSS {rss} MiB with 201 peers");
+    drop(peers);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while descriptors(pid) > baseline && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = descriptors(pid);
+    assert!(
+        after <= baseline,
+        "{after} descriptors after the peers left (baseline {baseline})"
+    );
+    eprintln!("200 peers: {baseline} -> {held} -> {after} descriptors, seeder RSS {rss} MiB");
 }

@@ -46,21 +46,7 @@ fn seeded(len: usize) -> Seeded {
 
 /// A raw connection to the seeder, past the handshake and its BITFIELD.
 fn raw_peer(s: &Seeded) -> TcpStream {
-    let mut c = TcpStream::connect(s.seeder.addr()).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let hs = Handshake {
-        reserved: Extensions {
-            extended: false,
-            fast: false,
-            dht: false,
-        }
-        .reserved(),
-        info_hash: s.meta.info_hash,
-        peer_id: PeerId::generate(),
-    };
-    c.write_all(&hs.encode()).unwrap();
-    let mut theirs = [0u8; 68];
-    c.read_exact(&mut theirs).unwrap();
+    let mut c = handshaken(s.seeder.addr(), s.meta.info_hash);
     c
 }
 

@@ -100,14 +100,17 @@ pub struct ConnContext {
     pub fatal: Rc<FatalSlot>,
 }
 
-/// Runs a connection to `addr` until it ends.
+/// Runs a connection to `addr` until it ends. `handshake_done` runs (or is dropped, if the
+/// handshake fails) as soon as the handshake is over.
 pub async fn run_peer(
     ctx: Rc<ConnContext>,
     stream: TcpStream,
     addr: SocketAddr,
+    handshake_done: impl FnOnce(),
 ) -> Result<(), PeerError> {
     let stream = Rc::new(stream);
     let (handshake, leftover) = exchange_handshakes(&ctx, &stream).await?;
+    handshake_done();
     let outbox = Outbox::new();
     // add_peer queues our BITFIELD, which must be the first message after the handshake.
     let key = ctx

@@ -155,7 +155,7 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
             return;
         }
     };
-    let result = run_peer(Rc::clone(&source.ctx), stream, addr).await;
+    let result = run_peer(Rc::clone(&source.ctx), stream, addr, || ()).await;
     tracing::debug!(%addr, ?result, "peer connection ended");
     if let Err(e) = &result {
         if e.is_misbehaviour() {
@@ -173,6 +173,22 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
 /// refused past this, without touching the peers already connected.
 const MAX_PENDING_HANDSHAKES: usize = 64;
 
+/// One accepted connection still in its handshake: counted while it lives.
+struct PendingHandshake(Rc<Cell<usize>>);
+
+impl PendingHandshake {
+    fn new(count: &Rc<Cell<usize>>) -> PendingHandshake {
+        count.set(count.get() + 1);
+        PendingHandshake(Rc::clone(count))
+    }
+}
+
+impl Drop for PendingHandshake {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
 /// Accepts incoming peers while there is room for them.
 pub async fn accept_loop(listener: TcpListener, source: Rc<PeerSource>) {
     let pending = Rc::new(Cell::new(0usize));
@@ -188,13 +204,10 @@ pub async fn accept_loop(listener: TcpListener, source: Rc<PeerSource>) {
         }
         let _ = crate::net::tune_accepted(&stream);
         let ctx = Rc::clone(&source.ctx);
-        let pending = Rc::clone(&pending);
-        pending.set(pending.get() + 1);
+        let handshaking = PendingHandshake::new(&pending);
         tokio_uring::spawn(async move {
-            // The peer is counted by the torrent once registered; until then, here. Either way
-            // the count drops when the connection ends, which bounds both.
-            let result = run_peer(Rc::clone(&ctx), stream, addr).await;
-            pending.set(pending.get() - 1);
+            // The peer counts here until its handshake is over, then in the torrent's peers.
+            let result = run_peer(Rc::clone(&ctx), stream, addr, move || drop(handshaking)).await;
             tracing::debug!(%addr, ?result, "incoming peer connection ended");
             if let Err(e) = result {
                 if e.is_misbehaviour() {

@@ -137,3 +137,28 @@ pub fn good_pieces(meta: &spate::metainfo::Metainfo, dir: &Path) -> Vec<bool> {
         })
         .collect()
 }
+
+/// A TCP connection to the peer at `addr`, past both handshakes (no extensions).
+pub fn handshaken(
+    addr: std::net::SocketAddr,
+    info_hash: spate::types::InfoHash,
+) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let hs = spate::wire::Handshake {
+        reserved: spate::wire::Extensions {
+            extended: false,
+            fast: false,
+            dht: false,
+        }
+        .reserved(),
+        info_hash,
+        peer_id: spate::types::PeerId::generate(),
+    };
+    c.write_all(&hs.encode()).unwrap();
+    let mut theirs = [0u8; 68];
+    c.read_exact(&mut theirs).unwrap();
+    c
+}
