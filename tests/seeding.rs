@@ -10,8 +10,8 @@ mod common;
 use common::swarm::{report_of, start_leecher, start_seeder, Proc};
 use common::*;
 use spate::metainfo::Metainfo;
-use spate::types::{BlockRef, PeerId, PieceIndex};
-use spate::wire::{Extensions, FrameDecoder, Handshake, Message};
+use spate::types::{BlockRef, PieceIndex};
+use spate::wire::{FrameDecoder, Message};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -46,7 +46,7 @@ fn seeded(len: usize) -> Seeded {
 
 /// A raw connection to the seeder, past the handshake and its BITFIELD.
 fn raw_peer(s: &Seeded) -> TcpStream {
-    let mut c = handshaken(s.seeder.addr(), s.meta.info_hash);
+    let c = handshaken(s.seeder.addr(), s.meta.info_hash);
     c
 }
 
