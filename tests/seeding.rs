@@ -46,8 +46,7 @@ fn seeded(len: usize) -> Seeded {
 
 /// A raw connection to the seeder, past the handshake and its BITFIELD.
 fn raw_peer(s: &Seeded) -> TcpStream {
-    let c = handshaken(s.seeder.addr(), s.meta.info_hash);
-    c
+    handshaken(s.seeder.addr(), s.meta.info_hash)
 }
 
 fn send(c: &mut TcpStream, m: &Message<'_>) -> std::io::Result<()> {
