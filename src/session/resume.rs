@@ -45,7 +45,9 @@ fn file_stamps(out_dir: &Path, m: &Metainfo) -> Vec<(i64, i64, i64)> {
         .collect()
 }
 
-fn encode(m: &Metainfo, have: &[u8], stamps: &[(i64, i64, i64)]) -> Vec<u8> {
+/// The bytes of a resume file recording `have` (a bitfield, MSB first) and the file stamps
+/// `stamps` (see [`parse`]): what `save` writes and `parse` reads back.
+pub fn encode(m: &Metainfo, have: &[u8], stamps: &[(i64, i64, i64)]) -> Vec<u8> {
     let files = stamps
         .iter()
         .map(|&(s, a, b)| Value::List(vec![Value::Int(s), Value::Int(a), Value::Int(b)]))
@@ -76,8 +78,16 @@ pub fn save(out_dir: &Path, m: &Metainfo, have: &[u8]) -> std::io::Result<()> {
 /// unreadable, it belongs to another torrent, or the files changed since it was written.
 pub fn load(out_dir: &Path, m: &Metainfo) -> Option<Vec<u8>> {
     let bytes = std::fs::read(resume_path(out_dir, m)).ok()?;
-    crate::bencode::validate(&bytes).ok()?;
-    let Value::Dict(d) = serde_bencode::from_bytes::<Value>(&bytes).ok()? else {
+    parse(&bytes, m, &file_stamps(out_dir, m))
+}
+
+/// `load` without the file system: the bitfield recorded in the resume file `bytes` if it is
+/// well-formed, written by this version for `m`'s info-hash, exactly ceil(pieces / 8) bytes
+/// long, and its file stamps equal `stamps` (the files as they are now: size, mtime seconds,
+/// mtime nanoseconds of each non-padding file, size -1 if missing). Otherwise None.
+pub fn parse(bytes: &[u8], m: &Metainfo, stamps: &[(i64, i64, i64)]) -> Option<Vec<u8>> {
+    crate::bencode::validate(bytes).ok()?;
+    let Value::Dict(d) = serde_bencode::from_bytes::<Value>(bytes).ok()? else {
         return None;
     };
     let version = matches!(d.get(&b"version"[..]), Some(Value::Int(VERSION)));
@@ -99,7 +109,7 @@ pub fn load(out_dir: &Path, m: &Metainfo) -> Option<Vec<u8>> {
             _ => None,
         })
         .collect();
-    let now: Vec<Option<(i64, i64, i64)>> = file_stamps(out_dir, m).into_iter().map(Some).collect();
+    let now: Vec<Option<(i64, i64, i64)>> = stamps.iter().copied().map(Some).collect();
     let right_len = pieces.len() == (m.info.pieces.len()).div_ceil(8);
     (version && hash_ok && right_len && recorded == now).then(|| pieces.clone())
 }
@@ -138,5 +148,31 @@ mod tests {
         assert_eq!(load(dir.path(), &m), None);
         std::fs::write(resume_path(dir.path(), &m), b"garbage").unwrap();
         assert_eq!(load(dir.path(), &m), None);
+    }
+
+    #[test]
+    fn parse_trusts_only_matching_stamps_hash_version_and_length() {
+        let m = torrent();
+        let stamps = [(40, 1_700_000_000, 5)];
+        let good = encode(&m, &[0b1110_0000], &stamps);
+        assert_eq!(parse(&good, &m, &stamps), Some(vec![0b1110_0000]));
+        assert_eq!(parse(&good, &m, &[(40, 1_700_000_000, 6)]), None);
+        assert_eq!(parse(&good, &m, &[]), None);
+        assert_eq!(parse(&good, &m, &[stamps[0], stamps[0]]), None);
+        // Three pieces need exactly one byte.
+        assert_eq!(parse(&encode(&m, &[], &stamps), &m, &stamps), None);
+        assert_eq!(parse(&encode(&m, &[0, 0], &stamps), &m, &stamps), None);
+        let mut newer = good.clone();
+        let at = newer.windows(10).position(|w| w == b"versioni1e").unwrap();
+        newer[at + 8] = b'2';
+        assert_eq!(parse(&newer, &m, &stamps), None);
+        let mut foreign = good.clone();
+        let at = foreign
+            .windows(20)
+            .position(|w| w == m.info_hash.0)
+            .unwrap();
+        foreign[at] ^= 1;
+        assert_eq!(parse(&foreign, &m, &stamps), None);
+        assert_eq!(parse(&good[..good.len() - 1], &m, &stamps), None);
     }
 }
