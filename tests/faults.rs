@@ -39,6 +39,20 @@ impl Fixture {
         self.dir.path().join("seed")
     }
 
+    /// `spate download` into `out` that announces to the torrent's trackers and dials
+    /// `seeder`, with a JSON report at the end.
+    fn leech_announcing(&self, out: &Path, seeder: &Proc) -> Proc {
+        let download = [
+            "download",
+            path_str(&self.torrent),
+            "-o",
+            path_str(out),
+            "--json",
+        ];
+        let peer = seeder.addr().to_string();
+        common::swarm::spawn_on(free_port(), &[&download[..], &["--peer", &peer]].concat())
+    }
+
     fn payload(&self) -> Vec<u8> {
         std::fs::read(self.seed_dir().join("f.bin")).unwrap()
     }
@@ -252,17 +266,7 @@ fn stop_with(signal: &str) {
     let fx = Fixture::new(128 * PIECE, std::slice::from_ref(&tracker.url));
     let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &["--upload-limit", "2M"]);
     let out = fx.dir.path().join("leech");
-    let leecher = common::swarm::spawn_on(
-        free_port(),
-        &[
-            "download",
-            path_str(&fx.torrent),
-            "-o",
-            path_str(&out),
-            "--peer",
-            &seeder.addr().to_string(),
-        ],
-    );
+    let leecher = fx.leech_announcing(&out, &seeder);
     let deadline = Instant::now() + Duration::from_secs(20);
     while tracker.events("started") == 0 || !good_pieces(&fx.meta, &out).iter().any(|&g| g) {
         assert!(Instant::now() < deadline, "the download never started");
@@ -312,18 +316,7 @@ fn trackers_that_are_down_or_broken_leave_other_peer_sources_working() {
     // Slow enough (about 2 s) that the announcer reaches every tier before the end.
     let seeder: Proc = start_seeder(&fx.torrent, &fx.seed_dir(), &["--upload-limit", "4M"]);
     let out = fx.dir.path().join("leech");
-    let leecher = common::swarm::spawn_on(
-        free_port(),
-        &[
-            "download",
-            path_str(&fx.torrent),
-            "-o",
-            path_str(&out),
-            "--json",
-            "--peer",
-            &seeder.addr().to_string(),
-        ],
-    );
+    let leecher = fx.leech_announcing(&out, &seeder);
     let report = report_of(&leecher.wait(Duration::from_secs(60)));
     assert_eq!(report["complete"], true);
     assert!(std::fs::read(out.join("f.bin")).unwrap() == fx.payload());

@@ -329,3 +329,30 @@ fn data_nobody_may_write_is_still_seeded() {
         std::fs::read(out.join("f.bin")).unwrap() == std::fs::read(dir.join("seed/f.bin")).unwrap()
     );
 }
+
+/// aria2 opens with an encrypted (MSE) handshake and falls back to a plain one only once we
+/// close: a refused handshake must be closed at once, not when the 10 s watchdog fires.
+#[test]
+fn a_refused_handshake_is_closed_at_once() {
+    let s = seeded(4 * PIECE);
+    let mut wrong_hash = spate::wire::Handshake {
+        reserved: [0; 8],
+        info_hash: s.meta.info_hash,
+        peer_id: spate::types::PeerId::generate(),
+    }
+    .encode()
+    .to_vec();
+    wrong_hash[28] ^= 0xff;
+    let mse_like: Vec<u8> = (0..200u32).map(|i| (i * 37 + 11) as u8).collect();
+    for opening in [mse_like, wrong_hash] {
+        let mut c = TcpStream::connect(s.seeder.addr()).unwrap();
+        c.write_all(&opening).unwrap();
+        let started = Instant::now();
+        let closed = read_until_closed(&mut c, Duration::from_secs(3), |_| {});
+        assert!(
+            closed,
+            "still open {:?} after a refused handshake",
+            started.elapsed()
+        );
+    }
+}

@@ -109,7 +109,15 @@ pub async fn run_peer(
     handshake_done: impl FnOnce(),
 ) -> Result<(), PeerError> {
     let stream = Rc::new(stream);
-    let (handshake, leftover) = exchange_handshakes(&ctx, &stream).await?;
+    let (handshake, leftover) = match exchange_handshakes(&ctx, &stream).await {
+        Ok(h) => h,
+        Err(e) => {
+            // Close now: a refused peer (aria2 opens with MSE) waits for our close before it
+            // retries with a plain handshake.
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(e);
+        }
+    };
     handshake_done();
     let outbox = Outbox::new();
     // add_peer queues our BITFIELD, which must be the first message after the handshake.
@@ -163,10 +171,12 @@ async fn exchange_handshakes(
     res?;
     let done = Rc::new(std::cell::Cell::new(false));
     tokio_uring::spawn({
-        let (stream, done) = (Rc::clone(stream), Rc::clone(&done));
+        // Weak: a strong reference would keep the socket open for the whole timeout after
+        // a refused handshake.
+        let (stream, done) = (Rc::downgrade(stream), Rc::clone(&done));
         async move {
             tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
-            if !done.get() {
+            if let (false, Some(stream)) = (done.get(), stream.upgrade()) {
                 let _ = stream.shutdown(Shutdown::Both);
             }
         }
