@@ -203,80 +203,22 @@ fn address_in(line: &str, scheme: &str) -> Option<SocketAddr> {
 // ---------------------------------------------------------------------------------------
 // libtorrent
 
-/// A libtorrent session with one torrent, seeding from `save`. SIGUSR1 makes it announce
-/// again at once. It prints tracker replies and errors to its log.
-const LIBTORRENT_PEER: &str = r#"
-import signal, sys, time
-import libtorrent as lt
-
-torrent, save, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-settings = {
-    "listen_interfaces": "127.0.0.1:%d" % port,
-    "outgoing_interfaces": "",
-    "enable_dht": False, "dht_bootstrap_nodes": "", "enable_lsd": False,
-    "enable_upnp": False, "enable_natpmp": False, "enable_ip_notifier": False,
-    "enable_incoming_utp": False, "enable_outgoing_utp": False,
-    "enable_incoming_tcp": True, "enable_outgoing_tcp": True,
-    "allow_multiple_connections_per_ip": True,
-    "out_enc_policy": int(lt.enc_policy.disabled),
-    "announce_to_all_trackers": True,
-    "alert_mask": int(lt.alert.category_t.status_notification
-                      | lt.alert.category_t.error_notification
-                      | lt.alert.category_t.tracker_notification
-                      | lt.alert.category_t.connect_notification),
-}
-ses = lt.session(settings, 0)  # flags 0: no DHT, no plugins (ut_pex, ut_metadata)
-got = ses.get_settings()
-on = [k for k in ("enable_dht", "enable_lsd", "enable_upnp", "enable_natpmp",
-                  "enable_incoming_utp", "enable_outgoing_utp") if got.get(k)]
-if on:
-    print("FORBIDDEN SETTINGS ON: %s" % on, flush=True)
-    sys.exit(3)
-p = lt.add_torrent_params()
-p.ti = lt.torrent_info(torrent)
-p.save_path = save
-p.flags &= ~lt.torrent_flags.auto_managed
-p.flags &= ~lt.torrent_flags.paused
-h = ses.add_torrent(p)
-
-state = {"stop": False, "reannounce": 0}
-def on_term(signum, frame):
-    state["stop"] = True
-def on_usr1(signum, frame):
-    state["reannounce"] += 1
-signal.signal(signal.SIGTERM, on_term)
-signal.signal(signal.SIGINT, on_term)
-signal.signal(signal.SIGUSR1, on_usr1)
-
-done = 0
-last = 0.0
-while not state["stop"]:
-    ses.wait_for_alert(100)
-    if state["reannounce"] != done:
-        done = state["reannounce"]
-        h.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
-        print("force_reannounce", flush=True)
-    for a in ses.pop_alerts():
-        print("%s: %s" % (type(a).__name__, a.message()), flush=True)
-    if time.time() - last >= 1.0:
-        last = time.time()
-        st = h.status()
-        print("status state=%s seeding=%s peers=%d uploaded=%d"
-              % (st.state, st.is_seeding, st.num_peers, st.total_upload), flush=True)
-ses.pause()
-"#;
-
-/// A libtorrent seeder of `torrent` whose data is in `save`, listening on 127.0.0.1:`port`;
-/// its output goes to `log`.
+/// A libtorrent seeder (tests/support/lt_peer.py) of `torrent` whose data is in `save`,
+/// listening on 127.0.0.1:`port`; it announces to the torrent's trackers, again at once on
+/// SIGUSR1, and its output (tracker replies and errors included) goes to `log`.
 pub fn libtorrent_seeder(torrent: &Path, save: &Path, port: u16, log: &Path) -> Group {
     let out = std::fs::File::create(log).expect("creating the libtorrent log");
     let err = out.try_clone().expect("cloning the log handle");
+    let state = log.with_extension("state");
+    std::fs::create_dir_all(&state).expect("creating the libtorrent state directory");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/lt_peer.py");
     let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg("-c")
-        .arg(LIBTORRENT_PEER)
+    cmd.arg(script)
+        .arg("seed")
         .arg(torrent)
         .arg(save)
         .arg(port.to_string())
+        .arg(&state)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
