@@ -193,11 +193,7 @@ impl Choker {
         if !peer.interested || !peer.choked {
             return Decision::default();
         }
-        let used = peers
-            .iter()
-            .filter(|p| p.interested && !p.choked && p.id != id)
-            .count();
-        if used >= self.config.upload_slots {
+        if free_slots(self.config.upload_slots, peers) == 0 {
             return Decision::default();
         }
         if self.optimistic.is_none() {
@@ -218,8 +214,7 @@ impl Choker {
         seeding: bool,
         peers: &[PeerSnapshot],
     ) -> Decision {
-        let used = peers.iter().filter(|p| p.interested && !p.choked).count();
-        let free = self.config.upload_slots.saturating_sub(used);
+        let free = free_slots(self.config.upload_slots, peers);
         let unchoke = self
             .rank(now, seeding, peers)
             .into_iter()
@@ -337,6 +332,12 @@ impl Choker {
         }
         None
     }
+}
+
+/// Upload slots not held by an interested peer we do not choke.
+fn free_slots(slots: usize, peers: &[PeerSnapshot]) -> usize {
+    let used = peers.iter().filter(|p| p.interested && !p.choked).count();
+    slots.saturating_sub(used)
 }
 
 /// The rate a peer is ranked by; NaN counts as zero.

@@ -123,6 +123,8 @@ pub struct Report {
     pub stats_json: serde_json::Value,
     pub stats_lines: Vec<String>,
     pub hash_failures: u32,
+    /// Pieces we had that could no longer be read from disk (marked missing).
+    pub pieces_lost: u32,
     pub peers_dropped: u32,
     pub peers_banned: u32,
 }
@@ -236,6 +238,7 @@ pub async fn run(
         stats_json: t.stats.latency_json(),
         stats_lines: t.stats.latency_lines(),
         hash_failures: t.stats.hash_failures,
+        pieces_lost: t.stats.pieces_lost,
         peers_dropped: t.stats.peers_dropped,
         peers_banned: t.stats.peers_banned,
     })
