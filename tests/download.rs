@@ -5,77 +5,14 @@
 mod common;
 
 use common::fake_peer::{Behaviour, FakePeer};
+use common::fixture::Fixture;
 use common::swarm::{report_of, start_leecher, start_seeder};
 use common::*;
-use spate::metainfo::Metainfo;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 const PIECE: usize = 256 << 10;
 const LIMIT: Duration = Duration::from_secs(60);
-
-struct Fixture {
-    dir: tempfile::TempDir,
-    torrent: std::path::PathBuf,
-    meta: Metainfo,
-}
-
-impl Fixture {
-    /// A single-file torrent of `len` bytes in `dir/seed/one.bin`.
-    fn single(len: usize) -> Fixture {
-        let dir = tempdir();
-        write_tree(&dir.path().join("seed"), &[("one.bin", len)]);
-        Fixture::finish(dir, "seed/one.bin")
-    }
-
-    fn multi() -> Fixture {
-        let dir = tempdir();
-        write_tree(
-            &dir.path().join("seed"),
-            &[
-                ("tree/a.bin", 3 * PIECE + 100),
-                ("tree/empty", 0),
-                ("tree/sub dir/ü.txt", 5000),
-                ("tree/sub dir/zero", 0),
-                ("tree/z.bin", PIECE - 5100 + 1),
-            ],
-        );
-        Fixture::finish(dir, "seed/tree")
-    }
-
-    fn finish(dir: tempfile::TempDir, rel: &str) -> Fixture {
-        let torrent = dir.path().join("t.torrent");
-        create_torrent(&dir.path().join(rel), &torrent, &["--piece-size", "256K"]);
-        let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
-        Fixture { dir, torrent, meta }
-    }
-
-    fn seed_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("seed")
-    }
-
-    fn out_dir(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The whole payload, concatenated in torrent order.
-    fn payload(&self) -> Vec<u8> {
-        let mut all = Vec::new();
-        for f in &self.meta.info.files {
-            all.extend(std::fs::read(self.seed_dir().join(&f.path)).unwrap());
-        }
-        all
-    }
-
-    fn assert_same_files(&self, out: &Path) {
-        for f in &self.meta.info.files {
-            let want = std::fs::read(self.seed_dir().join(&f.path)).unwrap();
-            let got = std::fs::read(out.join(&f.path))
-                .unwrap_or_else(|e| panic!("{}: {e}", f.path.display()));
-            assert!(want == got, "{} differs", f.path.display());
-        }
-    }
-}
 
 #[test]
 fn spate_to_spate_single_file() {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::fixture::Fixture;
 use common::swarm::{free_port, report_of, start_leecher, start_seeder, Proc};
 use common::*;
 use spate::metainfo::Metainfo;
@@ -15,47 +16,18 @@ use std::time::{Duration, Instant};
 
 const PIECE: usize = 256 << 10;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    torrent: PathBuf,
-    meta: Metainfo,
-}
-
-impl Fixture {
-    fn new(len: usize, trackers: &[String]) -> Fixture {
-        let dir = tempdir();
-        write_tree(&dir.path().join("seed"), &[("f.bin", len)]);
-        let torrent = dir.path().join("t.torrent");
-        let mut args = vec!["--piece-size", "256K"];
-        for t in trackers {
-            args.extend(["-t", t.as_str()]);
-        }
-        create_torrent(&dir.path().join("seed/f.bin"), &torrent, &args);
-        let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
-        Fixture { dir, torrent, meta }
-    }
-
-    fn seed_dir(&self) -> PathBuf {
-        self.dir.path().join("seed")
-    }
-
-    /// `spate download` into `out` that announces to the torrent's trackers and dials
-    /// `seeder`, with a JSON report at the end.
-    fn leech_announcing(&self, out: &Path, seeder: &Proc) -> Proc {
-        let download = [
-            "download",
-            path_str(&self.torrent),
-            "-o",
-            path_str(out),
-            "--json",
-        ];
-        let peer = seeder.addr().to_string();
-        common::swarm::spawn_on(free_port(), &[&download[..], &["--peer", &peer]].concat())
-    }
-
-    fn payload(&self) -> Vec<u8> {
-        std::fs::read(self.seed_dir().join("f.bin")).unwrap()
-    }
+/// `spate download` of `fx` into `out` that announces to the torrent's trackers and dials
+/// `seeder`, with a JSON report at the end.
+fn leech_announcing(fx: &Fixture, out: &Path, seeder: &Proc) -> Proc {
+    let download = [
+        "download",
+        path_str(&fx.torrent),
+        "-o",
+        path_str(out),
+        "--json",
+    ];
+    let peer = seeder.addr().to_string();
+    common::swarm::spawn_on(free_port(), &[&download[..], &["--peer", &peer]].concat())
 }
 
 /// The pieces `out`'s resume data claims, or none when there is no trusted resume data.
@@ -83,11 +55,11 @@ impl Delays {
 
 #[test]
 fn sigkill_at_random_moments_never_leaves_a_false_claim() {
-    let fx = Fixture::new(192 * PIECE, &[]);
+    let fx = Fixture::single(192 * PIECE);
     // A slow seeder (1 MiB/s) makes the download last ~48 s: ten kills all hit it running.
     let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &["--upload-limit", "1M"]);
     let peer = seeder.addr().to_string();
-    let out = fx.dir.path().join("leech");
+    let out = fx.out_dir("leech");
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -123,7 +95,7 @@ fn sigkill_at_random_moments_never_leaves_a_false_claim() {
     let report = report_of(&last.wait(Duration::from_secs(60)));
     assert_eq!(report["complete"], true);
     assert!(
-        std::fs::read(out.join("f.bin")).unwrap() == payload,
+        std::fs::read(out.join("one.bin")).unwrap() == payload,
         "final data differs"
     );
     eprintln!(
@@ -171,10 +143,10 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
-    let fx = Fixture::new(96 * PIECE, &[]); // 24 MiB into a 16 MiB file system
+    let fx = Fixture::single(96 * PIECE); // 24 MiB into a 16 MiB file system
     let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
     let peer = seeder.addr().to_string();
-    let out = fx.dir.path().join("small");
+    let out = fx.out_dir("small");
     let disk = SmallDisk::mount(&out, 16);
     let first = start_leecher(&fx.torrent, &out, &["--peer", &peer]).wait(Duration::from_secs(60));
     assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
@@ -195,7 +167,7 @@ fn a_full_disk_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
         refetched <= ((96 - kept) * PIECE) as u64,
         "fetched {refetched} bytes again though {kept} pieces were kept"
     );
-    assert!(std::fs::read(out.join("f.bin")).unwrap() == fx.payload());
+    assert!(std::fs::read(out.join("one.bin")).unwrap() == fx.payload());
 }
 
 /// How a fake HTTP tracker answers announces.
@@ -265,10 +237,10 @@ impl FakeTracker {
 
 fn stop_with(signal: &str) {
     let tracker = FakeTracker::start(TrackerMode::Empty);
-    let fx = Fixture::new(128 * PIECE, std::slice::from_ref(&tracker.url));
+    let fx = Fixture::single_tracked(128 * PIECE, std::slice::from_ref(&tracker.url));
     let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &["--upload-limit", "2M"]);
-    let out = fx.dir.path().join("leech");
-    let leecher = fx.leech_announcing(&out, &seeder);
+    let out = fx.out_dir("leech");
+    let leecher = leech_announcing(&fx, &out, &seeder);
     let deadline = Instant::now() + Duration::from_secs(20);
     while tracker.events("started") == 0 || !good_pieces(&fx.meta, &out).iter().any(|&g| g) {
         assert!(Instant::now() < deadline, "the download never started");
@@ -314,14 +286,14 @@ fn trackers_that_are_down_or_broken_leave_other_peer_sources_working() {
         garbage.url.clone(),
         broken.url.clone(),
     ];
-    let fx = Fixture::new(32 * PIECE, &trackers);
+    let fx = Fixture::single_tracked(32 * PIECE, &trackers);
     // Slow enough (about 2 s) that the announcer reaches every tier before the end.
     let seeder: Proc = start_seeder(&fx.torrent, &fx.seed_dir(), &["--upload-limit", "4M"]);
-    let out = fx.dir.path().join("leech");
-    let leecher = fx.leech_announcing(&out, &seeder);
+    let out = fx.out_dir("leech");
+    let leecher = leech_announcing(&fx, &out, &seeder);
     let report = report_of(&leecher.wait(Duration::from_secs(60)));
     assert_eq!(report["complete"], true);
-    assert!(std::fs::read(out.join("f.bin")).unwrap() == fx.payload());
+    assert!(std::fs::read(out.join("one.bin")).unwrap() == fx.payload());
     // Every tier was tried: the broken trackers were asked, and nothing crashed.
     assert!(garbage.events("started") >= 1, "{:?}", garbage.requests);
     assert!(broken.events("started") >= 1, "{:?}", broken.requests);

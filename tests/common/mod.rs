@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod fake_peer;
+pub mod fixture;
 pub mod swarm;
 pub mod tracker_clients;
 
