@@ -10,8 +10,8 @@ use spate::announce::{
 };
 use spate::tracker::{
     decode_udp_request, encode_udp_announce_reply, encode_udp_connect_reply, encode_udp_error,
-    encode_udp_scrape_reply, AnnounceRequest, Event, ScrapeEntry, ServerPeer, ServerReply,
-    UdpConnectionCache, UdpRequest, MAX_BODY_LEN,
+    encode_udp_scrape_reply, AnnounceRequest, AnnounceResponse, Event, ScrapeEntry, ServerPeer,
+    ServerReply, UdpConnectionCache, UdpRequest, MAX_BODY_LEN,
 };
 use spate::types::{InfoHash, PeerId};
 use std::cell::RefCell;
@@ -73,6 +73,17 @@ fn client_with_timeout(timeout: Duration) -> reqwest::Client {
         ..HttpConfig::default()
     })
     .expect("HTTP client")
+}
+
+/// A plain announce to `url` over a fresh UDP connection (no cached connection id).
+async fn announce_fresh(url: &str, config: &UdpConfig) -> Result<AnnounceResponse, AnnounceError> {
+    announce_udp(
+        url,
+        &request(Event::None),
+        &mut UdpConnectionCache::new(),
+        config,
+    )
+    .await
 }
 
 fn fast_udp() -> UdpConfig {
@@ -627,14 +638,9 @@ fn udp_lost_packet_is_retransmitted() {
             max_attempts: 3,
         };
         let started = Instant::now();
-        let reply = announce_udp(
-            &url,
-            &request(Event::None),
-            &mut UdpConnectionCache::new(),
-            &config,
-        )
-        .await
-        .expect("announce after retries");
+        let reply = announce_fresh(&url, &config)
+            .await
+            .expect("announce after retries");
         assert_eq!(reply.peers, peers);
         // 100 ms for the lost connect, then twice that for the lost announce.
         assert!(started.elapsed() >= Duration::from_millis(300));
@@ -660,14 +666,7 @@ fn udp_replies_to_other_transactions_are_ignored() {
             max_attempts: 1,
         };
         let started = Instant::now();
-        let reply = announce_udp(
-            &url,
-            &request(Event::None),
-            &mut UdpConnectionCache::new(),
-            &config,
-        )
-        .await
-        .expect("announce");
+        let reply = announce_fresh(&url, &config).await.expect("announce");
         assert_eq!(reply.peers, peers);
         assert!(
             started.elapsed() < Duration::from_secs(1),
@@ -714,14 +713,7 @@ fn udp_silent_tracker_gives_up_after_max_attempts() {
             max_attempts: 3,
         };
         let started = Instant::now();
-        let err = announce_udp(
-            &url,
-            &request(Event::None),
-            &mut UdpConnectionCache::new(),
-            &config,
-        )
-        .await
-        .unwrap_err();
+        let err = announce_fresh(&url, &config).await.unwrap_err();
         let waited = started.elapsed();
         assert!(
             matches!(&err, AnnounceError::Timeout { url: u, .. } if *u == url),
@@ -748,14 +740,7 @@ fn udp_closed_port_fails_without_waiting() {
             max_attempts: 1,
         };
         let started = Instant::now();
-        let err = announce_udp(
-            &url,
-            &request(Event::None),
-            &mut UdpConnectionCache::new(),
-            &config,
-        )
-        .await
-        .unwrap_err();
+        let err = announce_fresh(&url, &config).await.unwrap_err();
         // Loopback reports the closed port (ICMP), so no timeout has to run out.
         assert!(
             matches!(&err, AnnounceError::Io { url: u, .. } if *u == url),
@@ -776,14 +761,9 @@ fn udp_over_ipv6_reads_18_byte_peers() {
             eprintln!("no IPv6 loopback here; skipping");
             return;
         };
-        let reply = announce_udp(
-            &url,
-            &request(Event::None),
-            &mut UdpConnectionCache::new(),
-            &fast_udp(),
-        )
-        .await
-        .expect("announce over IPv6");
+        let reply = announce_fresh(&url, &fast_udp())
+            .await
+            .expect("announce over IPv6");
         assert_eq!(reply.peers, [v6], "only IPv6 peers, 18 bytes each");
     });
 }
