@@ -208,6 +208,16 @@ impl Group {
         panic!("{}: {msg}\n{}", self.name, self.log_tail())
     }
 
+    /// Waits until something listens on `port`, or the leader has exited if `exit_ok`.
+    pub fn await_listening(&self, port: u16, exit_ok: bool) {
+        let up = poll_until(API_TIMEOUT, || {
+            (listening(port) || (exit_ok && self.exit().is_some())).then_some(())
+        });
+        if up.is_none() {
+            self.fail(&format!("nothing listens on peer port {port}"));
+        }
+    }
+
     /// Panics if the leader exited.
     pub fn check_alive(&self) {
         if let Some(exit) = self.exit() {
@@ -648,10 +658,7 @@ impl Transmission {
                 tr.group.fail(&format!("not downloading after 30 s: {t}"));
             }
         }
-        if poll_until(API_TIMEOUT, || listening(job.port).then_some(())).is_none() {
-            tr.group
-                .fail(&format!("nothing listens on peer port {}", job.port));
-        }
+        tr.group.await_listening(job.port, false);
         tr
     }
 
@@ -817,10 +824,7 @@ impl Aria2 {
                 a.group.fail("not seeding after 30 s");
             }
         }
-        if poll_until(API_TIMEOUT, || listening(job.port).then_some(())).is_none() {
-            a.group
-                .fail(&format!("nothing listens on peer port {}", job.port));
-        }
+        a.group.await_listening(job.port, false);
         a
     }
 
@@ -1017,10 +1021,7 @@ impl Qbittorrent {
                     .fail(&format!("not downloading after 30 s: {:?}", q.torrent()));
             }
         }
-        if poll_until(API_TIMEOUT, || listening(job.port).then_some(())).is_none() {
-            q.group
-                .fail(&format!("nothing listens on peer port {}", job.port));
-        }
+        q.group.await_listening(job.port, false);
         q
     }
 
@@ -1220,10 +1221,9 @@ impl Rqbit {
                 r.group.fail("not seeding after 30 s");
             }
         }
-        if poll_until(API_TIMEOUT, || listening(job.port).then_some(())).is_none() {
-            r.group
-                .fail(&format!("nothing listens on peer port {}", job.port));
-        }
+        // A leecher that dials in may finish a small torrent and exit (--exit-on-finish)
+        // before the first poll; `finished` judges its exit code.
+        r.group.await_listening(job.port, job.role == Role::Leech);
         r
     }
 
