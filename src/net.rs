@@ -45,18 +45,36 @@ pub fn tune_accepted(stream: &TcpStream) -> io::Result<()> {
     tune(&socket)
 }
 
-/// Binds a listening socket with SO_REUSEADDR (a restarted client can take its port back
-/// while old connections sit in TIME_WAIT).
-pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(TcpListener::from_std(socket.into()))
+/// A TCP socket bound to its address but not yet listening: the port is ours (a busy port is
+/// an error at once), while connections to it are still refused until `listen`.
+pub struct BoundSocket(Socket);
+
+impl BoundSocket {
+    /// Binds with SO_REUSEADDR (a restarted client can take its port back while old
+    /// connections sit in TIME_WAIT).
+    pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+        socket.bind(&addr.into())?;
+        Ok(BoundSocket(socket))
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
+    }
+
+    /// Starts accepting connections.
+    pub fn listen(self) -> io::Result<TcpListener> {
+        self.0.listen(1024)?;
+        Ok(TcpListener::from_std(self.0.into()))
+    }
 }
 
-/// Binds a listening socket like `listen`, non-blocking, as a std listener: for servers that
+/// Binds a listening socket like `BoundSocket`, non-blocking, as a std listener: for servers that
 /// bind on one thread (to learn the real port at once) and serve on another, with tokio's
 /// readiness-based listener (`tokio::net::TcpListener::from_std`). An IPv6 address also takes
 /// IPv4 connections.

@@ -1,6 +1,7 @@
 //! Load: one spate seeder serving twenty spate leechers of a 512 MiB torrent at once, each
 //! leecher a process of its own that exits only once every piece is verified and fsynced;
-//! and 200 peers connected to one seeder at once, which leave no descriptor behind.
+//! 200 peers connected to one seeder at once, which leave no descriptor behind; and one
+//! seeding session of 50 torrents on one port, each downloaded in full through it.
 
 mod common;
 
@@ -129,4 +130,83 @@ fn two_hundred_peers_at_once_leave_no_descriptor_behind() {
         "{after} descriptors after the peers left (baseline {baseline})"
     );
     eprintln!("200 peers: {baseline} -> {held} -> {after} descriptors, seeder RSS {rss} MiB");
+}
+
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+#[test]
+fn fifty_torrents_in_one_session_are_all_served_and_leave_no_descriptor_behind() {
+    const TORRENTS: usize = 50;
+    const AT_ONCE: usize = 10;
+    let dir = tempdir();
+    let seed_dir = dir.path().join("seed");
+    // Sizes differ so that no two torrents share an info-hash or a piece boundary.
+    let files: Vec<(String, usize)> = (0..TORRENTS)
+        .map(|i| (format!("t{i:02}.bin"), (1 << 20) + i * 37_000))
+        .collect();
+    let tree: Vec<(&str, usize)> = files.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    write_tree(&seed_dir, &tree);
+    let torrents: Vec<_> = files
+        .iter()
+        .map(|(name, _)| {
+            let t = dir.path().join(format!("{name}.torrent"));
+            create_torrent(&seed_dir.join(name), &t, &["--piece-size", "64K"]);
+            t
+        })
+        .collect();
+    let mut args = vec!["seed"];
+    args.extend(torrents.iter().map(|t| path_str(t)));
+    args.extend([path_str(&seed_dir), "--no-trackers"]);
+    let seeder = common::swarm::spawn_on(common::swarm::free_port(), &args);
+    common::swarm::wait_listening(seeder.addr(), Duration::from_secs(30));
+    let pid = seeder.child.id();
+    let (sockets_before, fds_before) = (sockets(pid), descriptors(pid));
+    let seed_addr = seeder.addr().to_string();
+    for batch in (0..TORRENTS).collect::<Vec<_>>().chunks(AT_ONCE) {
+        let leechers: Vec<_> = batch
+            .iter()
+            .map(|&i| {
+                let out = dir.path().join(format!("leech{i}"));
+                (
+                    i,
+                    start_leecher(&torrents[i], &out, &["--peer", &seed_addr]),
+                    out,
+                )
+            })
+            .collect();
+        for (i, leecher, out) in leechers {
+            let report = report_of(&leecher.wait(Duration::from_secs(60)));
+            assert_eq!(report["complete"], true, "torrent {i}: {report}");
+            let name = &files[i].0;
+            assert!(
+                same_bytes(
+                    &out.join(name),
+                    &std::fs::read(seed_dir.join(name)).unwrap()
+                ),
+                "torrent {i} differs"
+            );
+        }
+    }
+    let rss = rss_mib(pid);
+    assert!(rss < 100, "seeder RSS {rss} MiB for {TORRENTS} torrents");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sockets(pid) > sockets_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (sockets_after, fds_after) = (sockets(pid), descriptors(pid));
+    assert_eq!(sockets_after, sockets_before, "peer sockets left open");
+    // Besides sockets, only data files opened to serve may stay (one per torrent here).
+    assert!(
+        fds_after <= fds_before + TORRENTS,
+        "{fds_after} descriptors after serving {TORRENTS} torrents (before: {fds_before})"
+    );
+    eprintln!(
+        "{TORRENTS} torrents: descriptors {fds_before} -> {fds_after} (sockets {sockets_before} -> {sockets_after}), seeder RSS {rss} MiB"
+    );
 }

@@ -2,8 +2,8 @@
 //! request flood, requests while choked, a peer that never reads its socket, and a storm of
 //! connections. Each bad peer is dropped or ignored while an honest spate leecher is served
 //! in full, and the seeder's memory stays bounded. And broken data under a seeder: a file
-//! truncated while seeding loses only the pieces it no longer holds; a file nobody may write
-//! is still seeded.
+//! truncated while seeding loses only the pieces it no longer holds, and leaves the other
+//! torrents of the same session served; a file nobody may write is still seeded.
 
 mod common;
 
@@ -281,6 +281,56 @@ fn a_file_truncated_while_seeding_loses_only_the_pieces_past_its_end() {
     assert!(
         !(10..16).any(bit),
         "an unreadable piece is still claimed: {have:02x?}"
+    );
+}
+
+#[test]
+fn a_file_emptied_under_one_torrent_leaves_the_other_torrents_of_the_session_served() {
+    let d = tempdir();
+    let dir = d.path();
+    write_tree(
+        &dir.join("seed"),
+        &[("a.bin", 8 * PIECE), ("b.bin", 12 * PIECE)],
+    );
+    let torrent = |name: &str| {
+        let t = dir.join(format!("{name}.torrent"));
+        create_torrent(&dir.join("seed").join(name), &t, &["--piece-size", "256K"]);
+        t
+    };
+    let (a, b) = (torrent("a.bin"), torrent("b.bin"));
+    let port = common::swarm::free_port();
+    let seed_dir = dir.join("seed");
+    let seed = ["seed", path_str(&a), path_str(&b), path_str(&seed_dir)];
+    let seeder = common::swarm::spawn_on(port, &[&seed[..], &["--no-trackers"]].concat());
+    common::swarm::wait_listening(seeder.addr(), Duration::from_secs(20));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("seed/a.bin"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let peer = ["--peer", &seeder.addr().to_string()];
+    let leech_a = start_leecher(&a, &dir.join("leech-a"), &peer);
+    let leech_b = start_leecher(&b, &dir.join("leech-b"), &peer);
+    report_of(&leech_b.wait(Duration::from_secs(60)));
+    assert!(
+        std::fs::read(dir.join("leech-b/b.bin")).unwrap()
+            == std::fs::read(dir.join("seed/b.bin")).unwrap(),
+        "torrent b was not served in full"
+    );
+    // The seeder has refused a's pieces by now (b's leecher asked after a's did).
+    std::thread::sleep(Duration::from_millis(500));
+    drop(leech_a);
+    seeder.signal("TERM");
+    let out = seeder.wait(Duration::from_secs(10));
+    let log = stderr(&out);
+    assert!(
+        log.contains("cannot read piece") && log.contains("marked missing"),
+        "seeder log: {log}"
+    );
+    assert!(
+        out.status.code().is_some(),
+        "the seeder did not stop on SIGTERM: {log}"
     );
 }
 

@@ -1,8 +1,9 @@
-//! `spate download` and `spate seed`: run a session for one torrent, with a progress bar on
+//! `spate download` and `spate seed`: run a session for one torrent (seed: one or more), with a progress bar on
 //! a terminal (plain periodic lines otherwise), and the end-of-run figures with `--stats`.
 
-use super::load_torrent;
 use super::units::{human_bytes, parse_size};
+use super::{load_torrent, BadInput};
+use crate::metainfo::Metainfo;
 use crate::session::{self, Ending, Progress, Report, SessionConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
@@ -72,9 +73,10 @@ pub struct DownloadArgs {
 
 #[derive(clap::Args)]
 pub struct SeedArgs {
-    /// The .torrent file.
-    torrent: PathBuf,
-    /// Directory that holds the torrent's file or top-level folder.
+    /// The .torrent file(s): several are seeded in one session, on one port.
+    #[arg(required = true, num_args = 1..)]
+    torrents: Vec<PathBuf>,
+    /// Directory that holds each torrent's file or top-level folder.
     dir: PathBuf,
     #[command(flatten)]
     swarm: SwarmArgs,
@@ -100,31 +102,78 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     config.memory_limit = args.memory_limit as usize;
     config.preallocate = args.preallocate;
     config.resume_interval = Duration::from_secs(args.resume_interval);
-    let display = Display::new(args.swarm.quiet, meta.info.total_length, "downloading");
+    let verb = "downloading".to_string();
+    let display = Display::new(args.swarm.quiet, meta.info.total_length, verb);
     let report = tokio_uring::start(session::run(Arc::clone(&meta), config, |p| display.show(p)))?;
     display.finish();
     print_report(&report, &meta, args.stats, args.json);
-    Ok(exit_code(&report))
+    Ok(say_if_interrupted(exit_code(&report)))
 }
 
 pub fn run_seed(args: SeedArgs) -> anyhow::Result<i32> {
-    let meta = Arc::new(load_torrent(&args.torrent)?);
+    let mut metas: Vec<Arc<Metainfo>> = Vec::new();
+    for path in &args.torrents {
+        let meta = Arc::new(load_torrent(path)?);
+        if metas.iter().any(|m| m.info_hash == meta.info_hash) {
+            return Err(BadInput(format!(
+                "{}: the same torrent is given twice",
+                path.display()
+            ))
+            .into());
+        }
+        metas.push(meta);
+    }
     let mut config = session_config(args.dir.clone(), &args.swarm);
     config.seed = true;
-    let display = Display::new(args.swarm.quiet, meta.info.total_length, "seeding");
-    let report = tokio_uring::start(session::run(Arc::clone(&meta), config, |p| display.show(p)))?;
+    let total = metas.iter().map(|m| m.info.total_length).sum();
+    let verb = match metas.len() {
+        1 => "seeding".to_string(),
+        n => format!("seeding {n} torrents:"),
+    };
+    let display = Display::new(args.swarm.quiet, total, verb);
+    let mut each = vec![Progress::default(); metas.len()];
+    let run = session::run_many(metas.clone(), config, |i, p| {
+        each[i] = p.clone();
+        display.show(&Progress::sum(&each));
+    });
+    let reports = tokio_uring::start(run)?;
     display.finish();
-    Ok(exit_code(&report))
+    let (mut failed, mut interrupted) = (false, false);
+    for (meta, report) in metas.iter().zip(reports) {
+        match report {
+            Ok(r) if exit_code(&r) == INTERRUPTED => interrupted = true,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("spate: {}: {e}", meta.info.name);
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        1
+    } else if interrupted {
+        say_if_interrupted(INTERRUPTED)
+    } else {
+        0
+    })
 }
 
 fn exit_code(report: &Report) -> i32 {
     match report.ending {
         Ending::Complete => 0,
-        Ending::Interrupted => {
-            eprintln!("spate: interrupted; progress saved, run the same command to resume");
-            130
-        }
+        Ending::Interrupted => INTERRUPTED,
     }
+}
+
+/// Exit code of a run stopped by SIGINT/SIGTERM before it completed, as shells report it.
+const INTERRUPTED: i32 = 130;
+
+/// Tells the user how to go on after an interruption; returns `code`.
+fn say_if_interrupted(code: i32) -> i32 {
+    if code == INTERRUPTED {
+        eprintln!("spate: interrupted; progress saved, run the same command to resume");
+    }
+    code
 }
 
 fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, as_json: bool) {
@@ -176,11 +225,11 @@ struct Display {
     bar: Option<ProgressBar>,
     quiet: bool,
     last_line: std::cell::Cell<Instant>,
-    verb: &'static str,
+    verb: String,
 }
 
 impl Display {
-    fn new(quiet: bool, total: u64, verb: &'static str) -> Display {
+    fn new(quiet: bool, total: u64, verb: String) -> Display {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new(total);
             bar.set_style(
@@ -190,7 +239,7 @@ impl Display {
                 .expect("the template is valid")
                 .progress_chars("=> "),
             );
-            bar.set_prefix(verb);
+            bar.set_prefix(verb.clone());
             bar
         });
         Display {
@@ -222,7 +271,7 @@ impl Display {
                 bar.set_prefix("checking");
                 bar.set_message(format!("{done}/{count} pieces"));
             } else {
-                bar.set_prefix(self.verb);
+                bar.set_prefix(self.verb.clone());
                 bar.set_message(rates);
             }
             bar.set_position(p.have_bytes);

@@ -55,6 +55,8 @@ pub fn main() -> i32 {
         Command::Info(_) | Command::Create(_) | Command::Verify(_)
     ) {
         exit_quietly_on_closed_pipe();
+    } else {
+        raise_open_file_limit();
     }
     let result = match cli.command {
         Command::Info(a) => info::run(a),
@@ -85,6 +87,20 @@ fn exit_quietly_on_closed_pipe() {
     // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Sessions hold a socket per peer and some files per torrent: lift the soft descriptor limit
+/// (often 1024) to the hard one, as servers do. Best effort; the session's own caps still hold.
+fn raise_open_file_limit() {
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 

@@ -94,22 +94,32 @@ pub struct ConnContext {
     /// Buffers for disk reads that serve uploads (one run of blocks each).
     pub upload_pool: BufferPool,
     /// The session's upload rate limit, shared by every uploader.
-    pub upload_limit: UploadLimit,
+    pub upload_limit: Rc<UploadLimit>,
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
     pub fatal: Rc<FatalSlot>,
+}
+
+/// How a connection began: we dialled the peer, or it dialled us and its handshake (read
+/// by whoever accepted it, to find the torrent) came with whatever bytes followed it.
+pub enum Opening {
+    Dialled,
+    Answered {
+        theirs: Handshake,
+        leftover: Vec<u8>,
+    },
 }
 
 /// Runs a connection to `addr` until it ends. `handshake_done` runs (or is dropped, if the
 /// handshake fails) as soon as the handshake is over.
 pub async fn run_peer(
     ctx: Rc<ConnContext>,
-    stream: TcpStream,
+    stream: Rc<TcpStream>,
     addr: SocketAddr,
+    opening: Opening,
     handshake_done: impl FnOnce(),
 ) -> Result<(), PeerError> {
-    let stream = Rc::new(stream);
-    let (handshake, leftover) = match exchange_handshakes(&ctx, &stream).await {
+    let (handshake, leftover) = match exchange_handshakes(&ctx, &stream, opening).await {
         Ok(h) => h,
         Err(e) => {
             // Close now: a refused peer (aria2 opens with MSE) waits for our close before it
@@ -157,10 +167,12 @@ pub async fn run_peer(
     result
 }
 
-/// Sends our handshake and reads the peer's; returns it and any bytes that followed it.
+/// Sends our handshake and, on a connection we dialled, reads the peer's; returns theirs and
+/// any bytes that followed it.
 async fn exchange_handshakes(
     ctx: &ConnContext,
     stream: &Rc<TcpStream>,
+    opening: Opening,
 ) -> Result<(Handshake, Vec<u8>), PeerError> {
     let ours = Handshake {
         reserved: OUR_EXTENSIONS.reserved(),
@@ -169,6 +181,24 @@ async fn exchange_handshakes(
     };
     let (res, _) = stream.write_all(ours.encode().to_vec()).await;
     res?;
+    let (theirs, leftover) = match opening {
+        Opening::Dialled => read_handshake(stream).await?,
+        Opening::Answered { theirs, leftover } => (theirs, leftover),
+    };
+    if theirs.info_hash != ctx.info_hash {
+        return Err(PeerError::Handshake(format!(
+            "unknown info-hash {}",
+            theirs.info_hash
+        )));
+    }
+    if theirs.peer_id == ctx.peer_id {
+        return Err(PeerError::SelfConnection);
+    }
+    Ok((theirs, leftover))
+}
+
+/// Reads the peer's handshake, and whatever arrived with it, within `HANDSHAKE_TIMEOUT`.
+pub async fn read_handshake(stream: &Rc<TcpStream>) -> Result<(Handshake, Vec<u8>), PeerError> {
     let done = Rc::new(std::cell::Cell::new(false));
     tokio_uring::spawn({
         // Weak: a strong reference would keep the socket open for the whole timeout after
@@ -198,15 +228,6 @@ async fn exchange_handshakes(
     done.set(true);
     let theirs = Handshake::decode(&buf[..HANDSHAKE_LEN])
         .map_err(|e| PeerError::Handshake(e.to_string()))?;
-    if theirs.info_hash != ctx.info_hash {
-        return Err(PeerError::Handshake(format!(
-            "unknown info-hash {}",
-            theirs.info_hash
-        )));
-    }
-    if theirs.peer_id == ctx.peer_id {
-        return Err(PeerError::SelfConnection);
-    }
     Ok((theirs, buf[HANDSHAKE_LEN..].to_vec()))
 }
 

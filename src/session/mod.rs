@@ -1,22 +1,20 @@
-//! A running session for one torrent: checks what is already on disk (or trusts fresh resume
+//! A running session for one torrent or several (see `hub` for what they share): checks what is already on disk (or trusts fresh resume
 //! data), then connects to peers (given, announced or incoming), downloads and verifies,
 //! uploads, saves resume data, and ends on completion (or keeps seeding), on a fatal disk
 //! error, or on SIGINT/SIGTERM (resume data flushed first). It wires the torrent state to the
 //! sockets, the disk and the hashing threads; the decisions live in `torrent`.
 
+mod hub;
 mod peers;
 pub mod resume;
 mod trackers;
 
-use crate::buffer::BufferPool;
 use crate::check::{check_pieces, PieceCheck};
-use crate::hash::HashPool;
 use crate::metainfo::Metainfo;
-use crate::peer::conn::{ConnContext, FatalSlot, MAX_UPLOAD_READ};
-use crate::ratelimit::UploadLimit;
+use crate::peer::conn::{ConnContext, FatalSlot};
 use crate::storage::{Storage, StorageConfig};
 use crate::torrent::{Torrent, TorrentConfig, Verifier};
-use crate::types::{PeerId, PieceIndex};
+use crate::types::PieceIndex;
 use bitvec::prelude::{BitVec, Msb0};
 use peers::PeerSource;
 use std::cell::RefCell;
@@ -31,7 +29,7 @@ use std::time::{Duration, Instant};
 pub const RECEIVE_BUFFER: usize = 256 << 10;
 /// Cap on memory holding blocks read from disk for uploading: 32 MiB keeps 16 fast peers
 /// each with two reads queued, and bounds the total whatever the peer count.
-const UPLOAD_MEMORY: usize = 32 << 20;
+pub(crate) const UPLOAD_MEMORY: usize = 32 << 20;
 
 /// Everything a session needs besides the torrent.
 #[derive(Debug, Clone)]
@@ -114,6 +112,27 @@ pub struct Progress {
     pub checking: Option<(u32, u32)>,
 }
 
+impl Progress {
+    /// The totals over several torrents' progress.
+    pub fn sum(all: &[Progress]) -> Progress {
+        let mut total = Progress::default();
+        for p in all {
+            total.have_bytes += p.have_bytes;
+            total.total_bytes += p.total_bytes;
+            total.download_rate += p.download_rate;
+            total.upload_rate += p.upload_rate;
+            total.peers += p.peers;
+            total.downloaded += p.downloaded;
+            total.uploaded += p.uploaded;
+            if let Some((done, count)) = p.checking {
+                let (d, c) = total.checking.unwrap_or((0, 0));
+                total.checking = Some((d + done, c + count));
+            }
+        }
+        total
+    }
+}
+
 /// What a finished session reports.
 pub struct Report {
     pub ending: Ending,
@@ -135,14 +154,44 @@ pub async fn run(
     config: SessionConfig,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Report, SessionError> {
+    let mut reports = run_many(vec![meta], config, |_, p| on_progress(p)).await?;
+    reports.pop().expect("one report per torrent")
+}
+
+/// Runs one session for several torrents at once, all under `config.out_dir`, sharing one
+/// listening port, the hashing threads, the memory caps and the upload limit. Each torrent
+/// ends on its own (complete, interrupted, or its own disk error, which leaves the others
+/// running); `on_progress` gets the torrent's index. Fails only if the port cannot be bound.
+pub async fn run_many(
+    metas: Vec<Arc<Metainfo>>,
+    config: SessionConfig,
+    on_progress: impl FnMut(usize, &Progress),
+) -> Result<Vec<Result<Report, SessionError>>, SessionError> {
+    let hub = hub::Hub::bind(&config, metas.len())?;
+    let on_progress = RefCell::new(on_progress);
+    let runs = metas.into_iter().enumerate().map(|(i, meta)| {
+        let (hub, config, on_progress) = (Rc::clone(&hub), config.clone(), &on_progress);
+        async move { run_torrent(&hub, meta, &config, |p| (on_progress.borrow_mut())(i, p)).await }
+    });
+    Ok(futures_util::future::join_all(runs).await)
+}
+
+/// One torrent of a session, from its data check to its end.
+async fn run_torrent(
+    hub: &Rc<hub::Hub>,
+    meta: Arc<Metainfo>,
+    config: &SessionConfig,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Report, SessionError> {
     let started = Instant::now();
     let storage_config = StorageConfig {
         preallocate: config.preallocate,
+        max_open_files: hub.open_files_per_torrent,
         ..StorageConfig::default()
     };
     let storage = Rc::new(Storage::new(&config.out_dir, &meta.info, storage_config));
-    let pool = Arc::new(HashPool::per_core());
-    let have = initial_have(&meta, &config, &storage, &pool, &mut on_progress).await;
+    let pool = Arc::clone(&hub.hash_pool);
+    let have = initial_have(&meta, config, hub, &mut on_progress).await;
     let (verifier, mut verdicts) =
         Verifier::new(Arc::clone(&pool), Arc::new(meta.info.pieces.clone()));
     let torrent_config = TorrentConfig {
@@ -157,32 +206,19 @@ pub async fn run(
     let ctx = Rc::new(ConnContext {
         torrent: Rc::clone(&torrent),
         storage: Rc::clone(&storage),
-        pool: BufferPool::with_memory_limit(
-            RECEIVE_BUFFER,
-            config.memory_limit.max(4 * RECEIVE_BUFFER),
-        ),
-        upload_pool: BufferPool::with_memory_limit(MAX_UPLOAD_READ as usize, UPLOAD_MEMORY),
-        upload_limit: UploadLimit::new(config.upload_limit),
+        pool: hub.receive_pool.clone(),
+        upload_pool: hub.upload_pool.clone(),
+        upload_limit: Rc::clone(&hub.upload_limit),
         info_hash: meta.info_hash,
-        peer_id: PeerId::generate(),
+        peer_id: hub.peer_id,
         fatal: Rc::new(FatalSlot::default()),
     });
-    let listener = crate::net::listen(config.listen).map_err(|source| SessionError::Listen {
-        addr: config.listen,
-        source,
-    })?;
-    let listen_addr = listener
-        .local_addr()
-        .map_err(|source| SessionError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listen_addr = hub.listen_addr;
     let source = PeerSource::new(Rc::clone(&ctx), config.max_peers);
     source.add(config.peers.iter().copied());
-    let tasks = vec![
-        tokio_uring::spawn(peers::accept_loop(listener, Rc::clone(&source))),
-        tokio_uring::spawn(peers::connect_loop(Rc::clone(&source))),
-    ];
+    let registration = hub.register(meta.info_hash, Rc::clone(&source));
+    hub.checked();
+    let tasks = vec![tokio_uring::spawn(peers::connect_loop(Rc::clone(&source)))];
     let signals = Rc::new(trackers::TrackerSignals::default());
     let tracker_task = (config.use_trackers && !meta.trackers.is_empty()).then(|| {
         tokio_uring::spawn(trackers::announce_loop(
@@ -213,7 +249,7 @@ pub async fn run(
     if torrent.borrow().is_complete() {
         complete.notify_one();
     }
-    let ending = drive(&meta, &config, &ctx, &complete, &signals, &mut on_progress).await;
+    let ending = drive(&meta, config, &ctx, &complete, &signals, &mut on_progress).await;
     for t in tasks {
         t.abort();
     }
@@ -226,6 +262,7 @@ pub async fn run(
         )
         .await;
     }
+    drop(registration);
     let ending = ending?;
     source.disconnect_all();
     let progress = snapshot(&torrent.borrow(), storage.layout().total_length());
@@ -361,8 +398,7 @@ fn snapshot(t: &Torrent, total: u64) -> Progress {
 async fn initial_have(
     meta: &Metainfo,
     config: &SessionConfig,
-    storage: &Storage,
-    pool: &HashPool,
+    hub: &hub::Hub,
     on_progress: &mut impl FnMut(&Progress),
 ) -> BitVec<u8, Msb0> {
     let count = meta.info.piece_count();
@@ -384,9 +420,10 @@ async fn initial_have(
         writable: false,
         ..StorageConfig::default()
     };
+    // The torrent's writable storage opens files lazily; checking uses a read-only view.
     let reader = Storage::new(&config.out_dir, &meta.info, ro);
-    let _ = storage; // the writable storage opens files lazily; checking uses a read-only view
     let expected = Arc::new(meta.info.pieces.clone());
+    let _turn = hub.check_turn.acquire().await.expect("never closed");
     let mut done = 0u32;
     let mut progress = Progress {
         total_bytes: meta.info.total_length,
@@ -394,7 +431,7 @@ async fn initial_have(
     };
     check_pieces(
         &reader,
-        pool,
+        &hub.hash_pool,
         0..count,
         Some(expected),
         |piece: PieceIndex, check| {

@@ -1,10 +1,10 @@
 //! Where peers come from and how connections are kept up: a bounded queue of addresses
 //! (given on the command line, from trackers, or retried), a connect loop that keeps at most
-//! `max_peers` connections with a few connects in flight, and the accept loop for incoming
-//! peers. Peers that broke the protocol are not retried; banned addresses are refused.
+//! `max_peers` connections with a few connects in flight, and the admission check for incoming
+//! peers (accepted by the session's hub). Peers that broke the protocol are not retried;
+//! banned addresses are refused.
 
-use crate::net::TcpListener;
-use crate::peer::conn::{run_peer, ConnContext};
+use crate::peer::conn::{run_peer, ConnContext, Opening};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -72,6 +72,16 @@ impl PeerSource {
 
     pub fn torrent(&self) -> std::cell::Ref<'_, crate::torrent::Torrent> {
         self.ctx.torrent.borrow()
+    }
+
+    pub fn context(&self) -> Rc<ConnContext> {
+        Rc::clone(&self.ctx)
+    }
+
+    /// Whether an incoming peer from `addr` may join: not banned, and below the peer cap.
+    pub fn admits(&self, addr: SocketAddr) -> bool {
+        let t = self.ctx.torrent.borrow();
+        t.peer_count() < self.max_peers && !t.is_banned(addr)
     }
 
     fn room(&self) -> bool {
@@ -155,7 +165,15 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
             return;
         }
     };
-    let result = run_peer(Rc::clone(&source.ctx), stream, addr, || ()).await;
+    let opening = Opening::Dialled;
+    let result = run_peer(
+        Rc::clone(&source.ctx),
+        Rc::new(stream),
+        addr,
+        opening,
+        || (),
+    )
+    .await;
     tracing::debug!(%addr, ?result, "peer connection ended");
     if let Err(e) = &result {
         if e.is_misbehaviour() {
@@ -167,53 +185,4 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
     }
     source.schedule_retry(addr, result.is_err());
     source.wake.notify_one();
-}
-
-/// Incoming connections still in their handshake, at most: a storm of idle connections is
-/// refused past this, without touching the peers already connected.
-const MAX_PENDING_HANDSHAKES: usize = 64;
-
-/// One accepted connection still in its handshake: counted while it lives.
-struct PendingHandshake(Rc<Cell<usize>>);
-
-impl PendingHandshake {
-    fn new(count: &Rc<Cell<usize>>) -> PendingHandshake {
-        count.set(count.get() + 1);
-        PendingHandshake(Rc::clone(count))
-    }
-}
-
-impl Drop for PendingHandshake {
-    fn drop(&mut self) {
-        self.0.set(self.0.get() - 1);
-    }
-}
-
-/// Accepts incoming peers while there is room for them.
-pub async fn accept_loop(listener: TcpListener, source: Rc<PeerSource>) {
-    let pending = Rc::new(Cell::new(0usize));
-    loop {
-        let Ok((stream, addr)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let registered = source.ctx.torrent.borrow().peer_count();
-        let full = registered >= source.max_peers || pending.get() >= MAX_PENDING_HANDSHAKES;
-        if full || source.ctx.torrent.borrow().is_banned(addr) {
-            continue; // dropping the stream closes it
-        }
-        let _ = crate::net::tune_accepted(&stream);
-        let ctx = Rc::clone(&source.ctx);
-        let handshaking = PendingHandshake::new(&pending);
-        tokio_uring::spawn(async move {
-            // The peer counts here until its handshake is over, then in the torrent's peers.
-            let result = run_peer(Rc::clone(&ctx), stream, addr, move || drop(handshaking)).await;
-            tracing::debug!(%addr, ?result, "incoming peer connection ended");
-            if let Err(e) = result {
-                if e.is_misbehaviour() {
-                    ctx.torrent.borrow_mut().stats.peers_dropped += 1;
-                }
-            }
-        });
-    }
 }
