@@ -3,7 +3,10 @@
 //! operations in flight, beside a plain `pwrite`/`pread` loop over the same blocks in the same
 //! run. Also: blocks coalesced into 256 KiB vectored writes (16 blocks of one receive buffer
 //! per write), which is how the download engine writes. Reads and writes hit the page cache:
-//! this measures the CPU cost of the I/O path, not the device.
+//! this measures the CPU cost of the I/O path, not the device. When `fio` is installed, the
+//! same writes (block size, depth, fresh sparse file, buffered) through
+//! `fio --ioengine=io_uring` run in the same group as the reference the storage layer must stay
+//! within 10% of.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -104,6 +107,35 @@ fn pwrite_loop(path: &Path, total: u64) -> Duration {
     start.elapsed()
 }
 
+/// Writes `total` bytes to a fresh file with fio's io_uring engine, `block` bytes per write,
+/// `depth` in flight; returns the time fio measured for the writes alone (its own process
+/// start-up excluded). None when fio is not installed.
+fn fio_write(path: &Path, total: u64, block: usize, depth: usize) -> Option<Duration> {
+    let out = std::process::Command::new("fio")
+        .args([
+            "--name=spate-bench",
+            "--rw=write",
+            "--ioengine=io_uring",
+            "--direct=0",
+            "--fallocate=none",
+            "--output-format=json",
+        ])
+        .arg(format!("--filename={}", path.display()))
+        .arg(format!("--size={total}"))
+        .arg(format!("--bs={block}"))
+        .arg(format!("--iodepth={depth}"))
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        panic!("fio failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("fio JSON");
+    let bytes_per_s = report["jobs"][0]["write"]["bw_bytes"]
+        .as_f64()
+        .expect("fio reports write bandwidth");
+    Some(Duration::from_secs_f64(total as f64 / bytes_per_s))
+}
+
 fn pread_loop(path: &Path, total: u64) -> Duration {
     let f = std::fs::File::open(path).unwrap();
     let mut block = vec![0u8; BLOCK];
@@ -141,6 +173,26 @@ fn disk(c: &mut Criterion) {
             b.iter_custom(|n| {
                 (0..n)
                     .map(|_| storage_write(fresh(&path), total, 16, in_flight))
+                    .sum()
+            })
+        });
+    }
+    // The references the storage layer is held to: the same writes through fio.
+    let fio_present = fio_write(fresh(&path), 1 << 20, BLOCK, 1).is_some();
+    if !fio_present {
+        eprintln!("fio not found: no fio reference in this run (apt install fio)");
+    }
+    for (name, block, depth) in [
+        ("fio_uring_16k", BLOCK, 16),
+        ("fio_uring_256k", 16 * BLOCK, 4),
+    ] {
+        if !fio_present {
+            break;
+        }
+        group.bench_function(BenchmarkId::new(name, depth), |b| {
+            b.iter_custom(|n| {
+                (0..n)
+                    .map(|_| fio_write(fresh(&path), total, block, depth).expect("fio ran before"))
                     .sum()
             })
         });

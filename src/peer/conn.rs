@@ -13,7 +13,7 @@ use crate::net::TcpStream;
 use crate::picker::PeerKey;
 use crate::ratelimit::UploadLimit;
 use crate::storage::Storage;
-use crate::torrent::{TailRead, Torrent, Violation, WriteJob};
+use crate::torrent::{Dialler, DuplicateConnection, TailRead, Torrent, Violation, WriteJob};
 use crate::types::{BlockRef, InfoHash, PeerId};
 use crate::wire::{Extensions, Handshake, Message, WireError, DEFAULT_MAX_FRAME, HANDSHAKE_LEN};
 use std::cell::RefCell;
@@ -53,6 +53,8 @@ pub enum PeerError {
     Violation(#[from] Violation),
     #[error("connected to ourselves")]
     SelfConnection,
+    #[error("{0}")]
+    Duplicate(#[from] DuplicateConnection),
 }
 
 impl PeerError {
@@ -119,6 +121,10 @@ pub async fn run_peer(
     opening: Opening,
     handshake_done: impl FnOnce(),
 ) -> Result<(), PeerError> {
+    let dialler = match opening {
+        Opening::Dialled => Dialler::Us,
+        Opening::Answered { .. } => Dialler::Them,
+    };
     let (handshake, leftover) = match exchange_handshakes(&ctx, &stream, opening).await {
         Ok(h) => h,
         Err(e) => {
@@ -135,6 +141,13 @@ pub async fn run_peer(
         .torrent
         .borrow_mut()
         .add_peer(addr, Rc::clone(&outbox), Instant::now());
+    let claim =
+        (ctx.torrent.borrow_mut()).claim_peer_id(key, handshake.peer_id, ctx.peer_id, dialler);
+    if let Err(duplicate) = claim {
+        ctx.torrent.borrow_mut().remove_peer(key, Instant::now());
+        let _ = stream.shutdown(Shutdown::Both);
+        return Err(duplicate.into());
+    }
     if handshake.supports_extended() {
         outbox.send(&Message::Extended {
             id: 0,

@@ -19,7 +19,7 @@ use crate::layout::Layout;
 use crate::peer::inbox::{Inbound, ReceivedBlock};
 use crate::peer::outbox::Outbox;
 use crate::picker::{BlockReceived, PeerKey, Picker};
-use crate::types::{BlockRef, PieceIndex};
+use crate::types::{BlockRef, PeerId, PieceIndex};
 use crate::wire::{validate_bitfield, Message};
 use bitvec::prelude::{BitVec, Msb0};
 use std::collections::{HashMap, HashSet};
@@ -100,12 +100,26 @@ struct PieceProgress {
     all_received: bool,
 }
 
+/// Which side opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialler {
+    Us,
+    Them,
+}
+
+/// A second connection to a peer we are already connected to, which loses to the first.
+#[derive(Debug, thiserror::Error)]
+#[error("already connected to this peer")]
+pub struct DuplicateConnection;
+
 pub struct Torrent {
     layout: Layout,
     picker: Picker,
     have: BitVec<u8, Msb0>,
     peers: HashMap<PeerKey, PeerState>,
     next_key: u32,
+    /// Each connected peer's id, and who dialled: one connection per peer.
+    by_peer_id: HashMap<PeerId, (PeerKey, Dialler)>,
     progress: HashMap<u32, PieceProgress>,
     verifier: Verifier,
     /// Banned peers: whole IPs, except on loopback where many peers share 127.0.0.1 and
@@ -143,6 +157,7 @@ impl Torrent {
             have,
             peers: HashMap::new(),
             next_key: 0,
+            by_peer_id: HashMap::new(),
             progress: HashMap::new(),
             verifier,
             banned: HashSet::new(),
@@ -221,6 +236,36 @@ impl Torrent {
         key
     }
 
+    /// Decides whether a new connection to the peer with id `theirs` may join, when we may
+    /// already hold one to it (both sides dialled each other, say after a tracker gave each
+    /// the other's address). Both ends keep the connection dialled by the side with the
+    /// higher peer id, so they agree without talking; the other is closed here or refused.
+    pub fn claim_peer_id(
+        &mut self,
+        key: PeerKey,
+        theirs: PeerId,
+        ours: PeerId,
+        dialler: Dialler,
+    ) -> Result<(), DuplicateConnection> {
+        let preferred = if ours.0 > theirs.0 {
+            Dialler::Us
+        } else {
+            Dialler::Them
+        };
+        if let Some(&(old_key, old_dialler)) = self.by_peer_id.get(&theirs) {
+            if old_key != key && self.peers.contains_key(&old_key) {
+                if old_dialler == preferred || dialler != preferred {
+                    return Err(DuplicateConnection);
+                }
+                if let Some(old) = self.peers.get(&old_key) {
+                    old.outbox.close();
+                }
+            }
+        }
+        self.by_peer_id.insert(theirs, (key, dialler));
+        Ok(())
+    }
+
     /// Asks every connection to close (their writers shut the sockets down).
     pub fn close_all_peers(&self) {
         for p in self.peers.values() {
@@ -234,6 +279,7 @@ impl Torrent {
         let Some(mut p) = self.peers.remove(&key) else {
             return;
         };
+        self.by_peer_id.retain(|_, (k, _)| *k != key);
         self.choker.on_peer_gone(key.0);
         if !p.am_choking && p.peer_interested {
             self.refill_upload_slots(now);

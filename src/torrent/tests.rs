@@ -168,3 +168,36 @@ fn a_seed_drops_seeds() {
     t.on_message(key, Inbound::HaveAll, now).unwrap();
     assert_eq!(t.tick(Duration::from_secs(1), now), vec![key]);
 }
+
+#[test]
+fn both_ends_keep_the_connection_dialled_by_the_higher_peer_id() {
+    let (low, high) = (PeerId([1; 20]), PeerId([2; 20]));
+    // We have the higher id: our dial wins over their earlier one, which is closed.
+    let mut t = torrent(4, &[]);
+    let (theirs, their_outbox) = peer(&mut t);
+    t.claim_peer_id(theirs, low, high, Dialler::Them).unwrap();
+    let (ours, _) = peer(&mut t);
+    t.claim_peer_id(ours, low, high, Dialler::Us).unwrap();
+    assert!(their_outbox.is_closed());
+    // The other end (the lower id) sees the same two connections and refuses its own dial.
+    let mut other = torrent(4, &[]);
+    let (its_dial, _) = peer(&mut other);
+    other
+        .claim_peer_id(its_dial, high, low, Dialler::Us)
+        .unwrap();
+    let (incoming, _) = peer(&mut other);
+    other
+        .claim_peer_id(incoming, high, low, Dialler::Them)
+        .unwrap();
+    let (again, _) = peer(&mut other);
+    assert!(other
+        .claim_peer_id(again, high, low, Dialler::Them)
+        .is_err());
+    // Once a connection is gone its peer may connect again.
+    other.remove_peer(incoming, Instant::now());
+    other.remove_peer(again, Instant::now());
+    let (later, _) = peer(&mut other);
+    other
+        .claim_peer_id(later, high, low, Dialler::Them)
+        .unwrap();
+}
