@@ -52,8 +52,8 @@ pub struct DownloadArgs {
     /// Keep seeding after the download completes, until interrupted.
     #[arg(long)]
     seed: bool,
-    /// Cap on receive-buffer memory (e.g. 64M).
-    #[arg(long, default_value = "64M", value_parser = parse_size)]
+    /// Cap on receive-buffer memory (e.g. 64M); 32 MiB already holds ~30 ms of a 1 GB/s link.
+    #[arg(long, default_value = "32M", value_parser = parse_size)]
     memory_limit: u64,
     /// Reserve every file's full size up front instead of creating sparse files.
     #[arg(long)]

@@ -100,7 +100,14 @@ pub struct ConnContext {
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
     pub fatal: Rc<FatalSlot>,
+    /// Bounds the memory of pieces re-read from disk to finish their hash (`TAIL_READ_BUDGET`
+    /// bytes, in KiB permits).
+    pub tail_reads: Rc<tokio::sync::Semaphore>,
 }
+
+/// Bytes of piece tails being re-read from disk at once, over all peers of a session: blocks
+/// that arrive out of order are hashed from disk after the write, into a buffer of their own.
+pub const TAIL_READ_BUDGET: usize = 8 << 20;
 
 /// How a connection began: we dialled the peer, or it dialled us and its handshake (read
 /// by whoever accepted it, to find the torrent) came with whatever bytes followed it.
@@ -325,6 +332,12 @@ async fn write_job(ctx: Rc<ConnContext>, job: WriteJob) {
 }
 
 async fn read_tail(ctx: &ConnContext, tail: TailRead) {
+    let kib = (tail.len.div_ceil(1024)).min(TAIL_READ_BUDGET / 1024) as u32;
+    let _budget = ctx
+        .tail_reads
+        .acquire_many(kib)
+        .await
+        .expect("never closed");
     let (res, data) = ctx.storage.read(tail.start, tail.len, Vec::new()).await;
     match res {
         Ok(()) => ctx.torrent.borrow_mut().on_tail_read(tail, data),

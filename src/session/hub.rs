@@ -1,14 +1,14 @@
 //! What every torrent of a session shares: one listening socket (an incoming peer is handed
 //! to its torrent by the info-hash in its handshake), the hashing threads, the receive and
-//! upload buffer pools (so the memory caps hold for the session, not per torrent), the upload
-//! rate limit and our peer id.
+//! upload buffer pools and the budget for re-reading piece tails (so the memory caps hold for
+//! the session, not per torrent), the upload rate limit and our peer id.
 
 use super::peers::PeerSource;
 use super::{SessionConfig, SessionError, RECEIVE_BUFFER, UPLOAD_MEMORY};
 use crate::buffer::BufferPool;
 use crate::hash::HashPool;
 use crate::net::{BoundSocket, TcpListener, TcpStream};
-use crate::peer::conn::{read_handshake, run_peer, Opening, MAX_UPLOAD_READ};
+use crate::peer::conn::{read_handshake, run_peer, Opening, MAX_UPLOAD_READ, TAIL_READ_BUDGET};
 use crate::ratelimit::UploadLimit;
 use crate::types::{InfoHash, PeerId};
 use std::cell::{Cell, RefCell};
@@ -37,6 +37,7 @@ pub struct Hub {
     pub receive_pool: BufferPool,
     pub upload_pool: BufferPool,
     pub upload_limit: Rc<UploadLimit>,
+    pub tail_reads: Rc<tokio::sync::Semaphore>,
     /// Each torrent's share of the session's open files.
     pub open_files_per_torrent: usize,
     /// One torrent checks its data at a time: the disk reads in order, and the check's
@@ -76,6 +77,7 @@ impl Hub {
             open_files_per_torrent: (SESSION_OPEN_FILES / torrents.max(1))
                 .max(MIN_OPEN_FILES_PER_TORRENT),
             check_turn: tokio::sync::Semaphore::new(1),
+            tail_reads: Rc::new(tokio::sync::Semaphore::new(TAIL_READ_BUDGET / 1024)),
             registry: Rc::default(),
             socket: RefCell::new(Some(socket)),
             checking: Cell::new(torrents),

@@ -66,7 +66,7 @@ impl Default for SessionConfig {
             peers: Vec::new(),
             listen: "0.0.0.0:6881".parse().expect("valid address"),
             max_peers: 200,
-            memory_limit: 64 << 20,
+            memory_limit: 32 << 20,
             seed: false,
             preallocate: false,
             upload_slots: 4,
@@ -212,6 +212,7 @@ async fn run_torrent(
         info_hash: meta.info_hash,
         peer_id: hub.peer_id,
         fatal: Rc::new(FatalSlot::default()),
+        tail_reads: Rc::clone(&hub.tail_reads),
     });
     let listen_addr = hub.listen_addr;
     let source = PeerSource::new(Rc::clone(&ctx), config.max_peers);
