@@ -13,12 +13,15 @@ use crate::net::TcpStream;
 use crate::picker::PeerKey;
 use crate::ratelimit::UploadLimit;
 use crate::storage::Storage;
-use crate::torrent::{Dialler, DuplicateConnection, TailRead, Torrent, Violation, WriteJob};
+use crate::torrent::{
+    Dialler, DuplicateConnection, TailBytes, TailRead, Torrent, Violation, WriteJob,
+};
 use crate::types::{BlockRef, InfoHash, PeerId};
 use crate::wire::{Extensions, Handshake, Message, WireError, DEFAULT_MAX_FRAME, HANDSHAKE_LEN};
 use std::cell::RefCell;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_uring::buf::BoundedBuf;
@@ -100,9 +103,9 @@ pub struct ConnContext {
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
     pub fatal: Rc<FatalSlot>,
-    /// Bounds the memory of pieces re-read from disk to finish their hash (`TAIL_READ_BUDGET`
-    /// bytes, in KiB permits).
-    pub tail_reads: Rc<tokio::sync::Semaphore>,
+    /// Bounds the memory of pieces re-read from disk to finish their hash, from the read to
+    /// the end of the hash (`TAIL_READ_BUDGET` bytes, in KiB permits).
+    pub tail_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// Bytes of piece tails being re-read from disk at once, over all peers of a session: blocks
@@ -333,14 +336,16 @@ async fn write_job(ctx: Rc<ConnContext>, job: WriteJob) {
 
 async fn read_tail(ctx: &ConnContext, tail: TailRead) {
     let kib = (tail.len.div_ceil(1024)).min(TAIL_READ_BUDGET / 1024) as u32;
-    let _budget = ctx
-        .tail_reads
-        .acquire_many(kib)
+    let budget = Arc::clone(&ctx.tail_reads)
+        .acquire_many_owned(kib)
         .await
         .expect("never closed");
     let (res, data) = ctx.storage.read(tail.start, tail.len, Vec::new()).await;
     match res {
-        Ok(()) => ctx.torrent.borrow_mut().on_tail_read(tail, data),
+        Ok(()) => {
+            let bytes = TailBytes { data, budget };
+            ctx.torrent.borrow_mut().on_tail_read(tail, bytes)
+        }
         Err(e) => ctx
             .fatal
             .set(format!("reading back piece {}: {e}", tail.piece)),

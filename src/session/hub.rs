@@ -37,7 +37,7 @@ pub struct Hub {
     pub receive_pool: BufferPool,
     pub upload_pool: BufferPool,
     pub upload_limit: Rc<UploadLimit>,
-    pub tail_reads: Rc<tokio::sync::Semaphore>,
+    pub tail_reads: Arc<tokio::sync::Semaphore>,
     /// Each torrent's share of the session's open files.
     pub open_files_per_torrent: usize,
     /// One torrent checks its data at a time: the disk reads in order, and the check's
@@ -77,7 +77,7 @@ impl Hub {
             open_files_per_torrent: (SESSION_OPEN_FILES / torrents.max(1))
                 .max(MIN_OPEN_FILES_PER_TORRENT),
             check_turn: tokio::sync::Semaphore::new(1),
-            tail_reads: Rc::new(tokio::sync::Semaphore::new(TAIL_READ_BUDGET / 1024)),
+            tail_reads: Arc::new(tokio::sync::Semaphore::new(TAIL_READ_BUDGET / 1024)),
             registry: Rc::default(),
             socket: RefCell::new(Some(socket)),
             checking: Cell::new(torrents),

@@ -212,7 +212,7 @@ async fn run_torrent(
         info_hash: meta.info_hash,
         peer_id: hub.peer_id,
         fatal: Rc::new(FatalSlot::default()),
-        tail_reads: Rc::clone(&hub.tail_reads),
+        tail_reads: Arc::clone(&hub.tail_reads),
     });
     let listen_addr = hub.listen_addr;
     let source = PeerSource::new(Rc::clone(&ctx), config.max_peers);

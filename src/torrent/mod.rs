@@ -11,7 +11,7 @@ mod verify;
 
 pub use peer_state::{PeerState, MAX_QUEUED_REQUESTS};
 pub use stats::Stats;
-pub use verify::{HashVerdict, Verifier};
+pub use verify::{HashVerdict, TailBytes, Verifier};
 
 use crate::buffer::Chunk;
 use crate::choker::{Choker, ChokerConfig, Decision, PeerSnapshot};
@@ -658,7 +658,7 @@ impl Torrent {
     }
 
     /// Completes a piece whose tail was re-read from disk.
-    pub fn on_tail_read(&mut self, tail: TailRead, data: Vec<u8>) {
+    pub fn on_tail_read(&mut self, tail: TailRead, data: TailBytes) {
         self.verifier.finish(tail.piece, Some(data), tail.since);
     }
 

@@ -25,6 +25,13 @@ pub struct HashVerdict {
 /// the locks are never contended.
 struct Shards(Vec<Mutex<HashMap<u32, PieceHasher>>>);
 
+/// A piece's tail re-read from disk. It holds its share of the session's budget for such
+/// bytes until hashed, so a hashing backlog cannot pile them up without bound.
+pub struct TailBytes {
+    pub data: Vec<u8>,
+    pub budget: tokio::sync::OwnedSemaphorePermit,
+}
+
 pub struct Verifier {
     pool: Arc<HashPool>,
     shards: Arc<Shards>,
@@ -67,7 +74,7 @@ impl Verifier {
 
     /// Finishes `piece`: hashes `tail` (the bytes after what was fed), compares, and sends
     /// the verdict.
-    pub fn finish(&self, piece: PieceIndex, tail: Option<Vec<u8>>, since: Instant) {
+    pub fn finish(&self, piece: PieceIndex, tail: Option<TailBytes>, since: Instant) {
         let shards = Arc::clone(&self.shards);
         let shard = self.shard_of(piece);
         let expected = self.expected[piece.as_usize()];
@@ -79,7 +86,7 @@ impl Verifier {
                 .remove(&piece.0)
                 .unwrap_or_default();
             if let Some(t) = tail {
-                h.update(&t);
+                h.update(&t.data);
             }
             let ok = h.finish() == expected;
             let _ = tx.send(HashVerdict { piece, ok, since });
