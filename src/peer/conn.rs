@@ -96,6 +96,9 @@ pub struct ConnContext {
     pub torrent: Rc<RefCell<Torrent>>,
     pub storage: Rc<Storage>,
     pub pool: BufferPool,
+    /// Small receive buffers for peers that send us no blocks (choking us, or nothing we
+    /// want): requests, HAVEs and keep-alives.
+    pub control_pool: BufferPool,
     /// Buffers for disk reads that serve uploads (one run of blocks each).
     pub upload_pool: BufferPool,
     /// The session's upload rate limit, shared by every uploader.
@@ -265,13 +268,25 @@ async fn read_loop(
     let mut inbox = Inbox::new(DEFAULT_MAX_FRAME);
     let mut events = Vec::new();
     if !leftover.is_empty() {
-        let mut first = ctx.pool.take().await;
+        let mut first = ctx.control_pool.take().await;
         first.extend_from_slice(&leftover[..leftover.len().min(first.capacity())]);
         inbox.feed(first.freeze(), &mut events)?;
         handle_events(ctx, key, &mut events, upload_wake)?;
     }
     loop {
-        let buf = ctx.pool.take().await;
+        // An idle peer's read waits with its buffer: only a peer that may send us blocks
+        // gets a large one, so idle peers cannot drain the pool the downloads need.
+        let sends_blocks = ctx
+            .torrent
+            .borrow()
+            .peer(key)
+            .is_some_and(|p| p.am_interested && !p.peer_choking);
+        let pool = if sends_blocks {
+            &ctx.pool
+        } else {
+            &ctx.control_pool
+        };
+        let buf = pool.take().await;
         let (res, buf) = stream.read(buf).await;
         if res? == 0 {
             return Ok(());

@@ -21,6 +21,10 @@ use std::time::Duration;
 /// Incoming connections still in their handshake, at most: a storm of idle connections is
 /// refused past this, without touching the peers already connected.
 const MAX_PENDING_HANDSHAKES: usize = 64;
+/// Receive buffer of a peer that sends us no blocks: a few hundred requests fit.
+const CONTROL_BUFFER: usize = 16 << 10;
+/// Such buffers at once (16 MiB): every connection of a busy session can wait in a read.
+const MAX_IDLE_READS: usize = 1024;
 /// Files a session holds open at once over all its torrents: well under the usual 1024 soft
 /// descriptor limit, leaving room for sockets.
 const SESSION_OPEN_FILES: usize = 256;
@@ -35,6 +39,7 @@ pub struct Hub {
     pub peer_id: PeerId,
     pub hash_pool: Arc<HashPool>,
     pub receive_pool: BufferPool,
+    pub control_pool: BufferPool,
     pub upload_pool: BufferPool,
     pub upload_limit: Rc<UploadLimit>,
     pub tail_reads: Arc<tokio::sync::Semaphore>,
@@ -72,6 +77,7 @@ impl Hub {
                 RECEIVE_BUFFER,
                 config.memory_limit.max(4 * RECEIVE_BUFFER),
             ),
+            control_pool: BufferPool::new(CONTROL_BUFFER, MAX_IDLE_READS),
             upload_pool: BufferPool::with_memory_limit(MAX_UPLOAD_READ as usize, UPLOAD_MEMORY),
             upload_limit: Rc::new(UploadLimit::new(config.upload_limit)),
             open_files_per_torrent: (SESSION_OPEN_FILES / torrents.max(1))

@@ -207,6 +207,7 @@ async fn run_torrent(
         torrent: Rc::clone(&torrent),
         storage: Rc::clone(&storage),
         pool: hub.receive_pool.clone(),
+        control_pool: hub.control_pool.clone(),
         upload_pool: hub.upload_pool.clone(),
         upload_limit: Rc::clone(&hub.upload_limit),
         info_hash: meta.info_hash,
