@@ -102,6 +102,18 @@ fn settled(pid: u32) -> (usize, usize) {
     last
 }
 
+/// Waits (at most 15 s) for `pid`'s sockets to fall back to `sockets_before`, asserts they
+/// did, and returns its descriptors and sockets then.
+fn after_peers_left(pid: u32, sockets_before: usize) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while sockets(pid) > sockets_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let now = (descriptors(pid), sockets(pid));
+    assert_eq!(now.1, sockets_before, "peer sockets left open");
+    now
+}
+
 #[test]
 fn two_hundred_peers_at_once_leave_no_descriptor_behind() {
     let dir = tempdir();
@@ -138,12 +150,7 @@ fn two_hundred_peers_at_once_leave_no_descriptor_behind() {
     let rss = rss_mib(pid);
     assert!(rss < 100, "seeder RSS {rss} MiB with 201 peers");
     drop(peers);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while sockets(pid) > baseline_sockets && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (after, after_sockets) = (descriptors(pid), sockets(pid));
-    assert_eq!(after_sockets, baseline_sockets, "peer sockets left open");
+    let (after, after_sockets) = after_peers_left(pid, baseline_sockets);
     // The data file may stay open for the next reader: one descriptor, not a leak.
     assert!(
         after <= baseline + 1,
@@ -217,12 +224,7 @@ fn fifty_torrents_in_one_session_are_all_served_and_leave_no_descriptor_behind()
     }
     let rss = rss_mib(pid);
     assert!(rss < 100, "seeder RSS {rss} MiB for {TORRENTS} torrents");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while sockets(pid) > sockets_before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (sockets_after, fds_after) = (sockets(pid), descriptors(pid));
-    assert_eq!(sockets_after, sockets_before, "peer sockets left open");
+    let (fds_after, sockets_after) = after_peers_left(pid, sockets_before);
     // Besides sockets, only data files opened to serve may stay (one per torrent here).
     assert!(
         fds_after <= fds_before + TORRENTS,
