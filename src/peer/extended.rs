@@ -1,14 +1,23 @@
-//! The BEP 10 extension handshake: what we advertise (client name, how many requests we
-//! accept queued) and what we read from the peer's (its request queue size, `reqq`).
+//! The BEP 10 extension handshake and the one extension message spate speaks: what we
+//! advertise (client name, how many requests we accept queued, `lt_donthave`) and what we
+//! read from the peer's (its request queue size `reqq`, its id for `lt_donthave`). BEP 54's
+//! `lt_donthave` lets a seeder whose file went missing take back a piece it announced, so
+//! leechers stop waiting on requests it can no longer serve.
 
 use crate::torrent::MAX_QUEUED_REQUESTS;
+use crate::types::PieceIndex;
 use serde_bencode::value::Value;
 use std::collections::HashMap;
 
+/// The extended message id peers use to send us `lt_donthave` (we pick it, BEP 10).
+pub const OUR_DONTHAVE_ID: u8 = 1;
+
 /// Our extension handshake payload (message id 20, extended id 0).
 pub fn our_handshake() -> Vec<u8> {
+    let mut m = HashMap::new();
+    m.insert(b"lt_donthave".to_vec(), Value::Int(OUR_DONTHAVE_ID.into()));
     let mut d = HashMap::new();
-    d.insert(b"m".to_vec(), Value::Dict(HashMap::new()));
+    d.insert(b"m".to_vec(), Value::Dict(m));
     d.insert(b"reqq".to_vec(), Value::Int(MAX_QUEUED_REQUESTS as i64));
     d.insert(
         b"v".to_vec(),
@@ -17,14 +26,39 @@ pub fn our_handshake() -> Vec<u8> {
     serde_bencode::to_bytes(&Value::Dict(d)).expect("encoding an in-memory dict cannot fail")
 }
 
-/// The `reqq` a peer advertised, if its handshake is well-formed and has one.
-pub fn reqq_of(payload: &[u8]) -> Option<u32> {
-    crate::bencode::validate(payload).ok()?;
-    let span = crate::bencode::dict_value_span(payload, b"reqq").ok()??;
+/// The positive integer stored under `key` in the dict `payload`, clamped to u32, if the
+/// payload is valid bencode and has one. Only that value is decoded.
+fn positive_int_of(payload: &[u8], key: &[u8]) -> Option<u32> {
+    let span = crate::bencode::dict_value_span(payload, key).ok()??;
     match serde_bencode::from_bytes::<Value>(&payload[span]).ok()? {
         Value::Int(n) if n > 0 => Some(n.min(i64::from(u32::MAX)) as u32),
         _ => None,
     }
+}
+
+/// The `reqq` a peer advertised, if its handshake is well-formed and has one.
+pub fn reqq_of(payload: &[u8]) -> Option<u32> {
+    crate::bencode::validate(payload).ok()?;
+    positive_int_of(payload, b"reqq")
+}
+
+/// The id a peer wants its `lt_donthave` messages sent with (`m.lt_donthave`), if any.
+pub fn donthave_id_of(payload: &[u8]) -> Option<u8> {
+    crate::bencode::validate(payload).ok()?;
+    let m = crate::bencode::dict_value_span(payload, b"m").ok()??;
+    let id = positive_int_of(&payload[m], b"lt_donthave")?;
+    u8::try_from(id).ok()
+}
+
+/// The payload of an `lt_donthave` message: the piece index, big-endian.
+pub fn donthave_payload(piece: PieceIndex) -> [u8; 4] {
+    piece.0.to_be_bytes()
+}
+
+/// The piece an `lt_donthave` payload names, or None if it is not exactly four bytes.
+pub fn parse_donthave(payload: &[u8]) -> Option<PieceIndex> {
+    let bytes: [u8; 4] = payload.try_into().ok()?;
+    Some(PieceIndex(u32::from_be_bytes(bytes)))
 }
 
 #[cfg(test)]
@@ -38,5 +72,28 @@ mod tests {
         assert_eq!(reqq_of(b"d4:reqqi-1ee"), None);
         assert_eq!(reqq_of(b"garbage"), None);
         assert_eq!(reqq_of(b"d1:mdee"), None);
+    }
+
+    #[test]
+    fn donthave_id_round_trip_and_garbage() {
+        assert_eq!(donthave_id_of(&our_handshake()), Some(OUR_DONTHAVE_ID));
+        assert_eq!(donthave_id_of(b"d1:md11:lt_donthavei7eee"), Some(7));
+        assert_eq!(
+            donthave_id_of(b"d1:md11:lt_donthavei0eee"),
+            None,
+            "0 disables"
+        );
+        assert_eq!(donthave_id_of(b"d1:md11:lt_donthavei300eee"), None);
+        assert_eq!(donthave_id_of(b"d11:lt_donthavei7ee"), None, "not under m");
+        assert_eq!(donthave_id_of(b"d1:mli1eee"), None);
+        assert_eq!(donthave_id_of(b"d1:md11:lt_donthavei7e"), None, "truncated");
+    }
+
+    #[test]
+    fn donthave_payload_round_trip() {
+        let p = PieceIndex(0x0102_0304);
+        assert_eq!(parse_donthave(&donthave_payload(p)), Some(p));
+        assert_eq!(parse_donthave(&[0, 0, 1]), None);
+        assert_eq!(parse_donthave(&[0, 0, 0, 1, 0]), None);
     }
 }

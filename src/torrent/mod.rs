@@ -16,6 +16,7 @@ pub use verify::{HashVerdict, TailBytes, Verifier};
 use crate::buffer::Chunk;
 use crate::choker::{Choker, ChokerConfig, Decision, PeerSnapshot};
 use crate::layout::Layout;
+use crate::peer::extended;
 use crate::peer::inbox::{Inbound, ReceivedBlock};
 use crate::peer::outbox::Outbox;
 use crate::picker::{BlockReceived, PeerKey, Picker};
@@ -51,6 +52,8 @@ pub enum Violation {
     BadBitfield(String),
     #[error("sent HAVE for piece {0}, past the last piece")]
     HaveOutOfRange(u32),
+    #[error("sent DONT_HAVE for piece {0}, past the last piece")]
+    DontHaveOutOfRange(u32),
     #[error("requested a block outside the torrent ({0:?})")]
     BadRequest(BlockRef),
     #[error("requested piece {0}, which we do not have")]
@@ -371,8 +374,17 @@ impl Torrent {
                 }
             }
             Inbound::Extended { id: 0, payload } => {
-                if let Some(reqq) = crate::peer::extended::reqq_of(&payload) {
+                if let Some(reqq) = extended::reqq_of(&payload) {
                     p.max_window = reqq.clamp(1, peer_state::MAX_WINDOW);
+                }
+                p.donthave_id = extended::donthave_id_of(&payload);
+            }
+            Inbound::Extended {
+                id: extended::OUR_DONTHAVE_ID,
+                payload,
+            } => {
+                if let Some(piece) = extended::parse_donthave(&payload) {
+                    self.on_dont_have(key, piece, now)?;
                 }
             }
             Inbound::Extended { .. } => {}
@@ -413,6 +425,43 @@ impl Torrent {
         }
         p.has = bits;
         self.update_interest(key);
+    }
+
+    /// BEP 54: the peer takes back a piece it announced. Its requests in that piece go back
+    /// to the picker, so they are asked of someone who can answer.
+    fn on_dont_have(
+        &mut self,
+        key: PeerKey,
+        piece: PieceIndex,
+        now: Instant,
+    ) -> Result<(), Violation> {
+        if piece.0 >= self.layout.piece_count() {
+            return Err(Violation::DontHaveOutOfRange(piece.0));
+        }
+        let we_have = self.have[piece.as_usize()];
+        let p = self.peers.get_mut(&key).expect("caller checked the peer");
+        if !p.has_piece(piece) {
+            return Ok(());
+        }
+        p.has.set(piece.as_usize(), false);
+        p.has_count -= 1;
+        if p.counted_as_seed {
+            // It counted once for every piece; now it counts piece by piece.
+            p.counted_as_seed = false;
+            self.picker.seed_left();
+            self.picker
+                .peer_has_pieces(p.has.iter_ones().map(|i| PieceIndex(i as u32)));
+        } else {
+            self.picker.peer_lost([piece]);
+        }
+        if !we_have {
+            p.wanted_count = p.wanted_count.saturating_sub(1);
+        }
+        let blocks = p.release_requests_in(piece);
+        self.picker.release_peer(key, &blocks);
+        self.update_interest(key);
+        self.refill_requests(key, now);
+        Ok(())
     }
 
     fn on_request(&mut self, key: PeerKey, block: BlockRef) -> Result<(), Violation> {
@@ -706,6 +755,13 @@ impl Torrent {
         for key in keys {
             let p = self.peers.get_mut(&key).expect("key listed above");
             p.their_requests.retain(|b| b.piece != piece);
+            if let Some(id) = p.donthave_id {
+                let payload = extended::donthave_payload(piece);
+                p.outbox.send(&Message::Extended {
+                    id,
+                    payload: &payload,
+                });
+            }
             if p.has_piece(piece) {
                 p.wanted_count += 1;
                 self.update_interest(key);

@@ -80,6 +80,8 @@ pub struct PeerState {
     pub window: u32,
     /// The peer's own cap (extension handshake `reqq`).
     pub max_window: u32,
+    /// The id it wants `lt_donthave` sent with, if it speaks BEP 54.
+    pub donthave_id: Option<u8>,
     /// Its requests waiting to be served.
     pub their_requests: VecDeque<BlockRef>,
     pub download: RateMeter,
@@ -110,6 +112,7 @@ impl PeerState {
             released: VecDeque::new(),
             window: INITIAL_WINDOW,
             max_window: MAX_WINDOW,
+            donthave_id: None,
             their_requests: VecDeque::new(),
             download: RateMeter::default(),
             upload: RateMeter::default(),
@@ -159,11 +162,29 @@ impl PeerState {
     /// Moves every outstanding request to `released` and returns the blocks.
     pub fn release_all_requests(&mut self) -> Vec<BlockRef> {
         let blocks: Vec<BlockRef> = self.requests.drain(..).map(|(b, _)| b).collect();
+        self.remember_released(&blocks);
+        blocks
+    }
+
+    fn remember_released(&mut self, blocks: &[BlockRef]) {
         self.released.extend(blocks.iter().copied());
         // Only the most recent releases matter; older ones have surely arrived or died.
         while self.released.len() > MAX_WINDOW as usize * 2 {
             self.released.pop_front();
         }
+    }
+
+    /// Gives back our outstanding requests in `piece` (the peer said it no longer has it).
+    pub fn release_requests_in(&mut self, piece: PieceIndex) -> Vec<BlockRef> {
+        let mut blocks = Vec::new();
+        self.requests.retain(|(b, _)| {
+            let keep = b.piece != piece;
+            if !keep {
+                blocks.push(*b);
+            }
+            keep
+        });
+        self.remember_released(&blocks);
         blocks
     }
 

@@ -201,3 +201,71 @@ fn both_ends_keep_the_connection_dialled_by_the_higher_peer_id() {
         .claim_peer_id(later, high, low, Dialler::Them)
         .unwrap();
 }
+
+fn donthave(piece: u32) -> Inbound {
+    Inbound::Extended {
+        id: extended::OUR_DONTHAVE_ID,
+        payload: extended::donthave_payload(PieceIndex(piece)).to_vec(),
+    }
+}
+
+#[test]
+fn a_seed_that_takes_back_a_piece_gets_no_more_requests_for_it() {
+    let mut t = torrent(4, &[]);
+    let (key, _) = peer(&mut t);
+    let now = Instant::now();
+    t.on_message(key, Inbound::HaveAll, now).unwrap();
+    t.on_message(key, Inbound::Unchoke, now).unwrap();
+    let asked = |t: &Torrent, piece: u32| {
+        t.peer(key)
+            .unwrap()
+            .requests
+            .iter()
+            .any(|(b, _)| b.piece == PieceIndex(piece))
+    };
+    assert!(asked(&t, 2), "all 8 blocks requested");
+    t.on_message(key, donthave(2), now).unwrap();
+    let p = t.peer(key).unwrap();
+    assert!(!p.has_piece(PieceIndex(2)) && p.has_count == 3 && !p.counted_as_seed);
+    assert!(!asked(&t, 2), "its requests in piece 2 were given back");
+    // The freed pipeline room is never spent on piece 2 again, and a late block of it is
+    // not held against the peer.
+    t.tick(Duration::from_secs(1), now);
+    assert!(!asked(&t, 2));
+    let late = ReceivedBlock {
+        block: block(2, 0),
+        data: Vec::new(),
+    };
+    assert!(t.on_blocks(key, vec![late], now).1.is_none());
+    assert_eq!(
+        t.on_message(key, donthave(4), now),
+        Err(Violation::DontHaveOutOfRange(4))
+    );
+    // A second DONT_HAVE, or one with a bad payload, changes nothing.
+    t.on_message(key, donthave(2), now).unwrap();
+    let bad = Inbound::Extended {
+        id: extended::OUR_DONTHAVE_ID,
+        payload: vec![0; 3],
+    };
+    t.on_message(key, bad, now).unwrap();
+    assert_eq!(t.peer(key).unwrap().has_count, 3);
+}
+
+#[test]
+fn a_piece_that_went_unreadable_is_taken_back_from_peers_that_speak_bep_54() {
+    let mut t = torrent(4, &[0, 1, 2, 3]);
+    let (speaks, speaks_box) = peer(&mut t);
+    let (mute, mute_box) = peer(&mut t);
+    let now = Instant::now();
+    let handshake = Inbound::Extended {
+        id: 0,
+        payload: b"d1:md11:lt_donthavei9eee".to_vec(),
+    };
+    t.on_message(speaks, handshake, now).unwrap();
+    let before = (speaks_box.queued_bytes(), mute_box.queued_bytes());
+    t.on_piece_unreadable(PieceIndex(1));
+    // 4-byte length, id 20, extended id 9, piece index: 10 bytes to the peer that asked.
+    assert_eq!(speaks_box.queued_bytes(), before.0 + 10);
+    assert_eq!(mute_box.queued_bytes(), before.1);
+    assert!(!t.have[1]);
+}
