@@ -255,7 +255,7 @@ fn a_seed_that_takes_back_a_piece_gets_no_more_requests_for_it() {
 fn a_piece_that_went_unreadable_is_taken_back_from_peers_that_speak_bep_54() {
     let mut t = torrent(4, &[0, 1, 2, 3]);
     let (speaks, speaks_box) = peer(&mut t);
-    let (mute, mute_box) = peer(&mut t);
+    let (_mute, mute_box) = peer(&mut t);
     let now = Instant::now();
     let handshake = Inbound::Extended {
         id: 0,
