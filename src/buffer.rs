@@ -74,6 +74,46 @@ impl BufferPool {
     }
 }
 
+/// Disk-read buffers in two sizes, so that a read of one block does not pin a buffer sized
+/// for a long run: a read of at most the small size takes a small buffer, a longer one a large
+/// buffer. Each size has its own share of the memory cap.
+#[derive(Clone)]
+pub struct SizedPools {
+    small: BufferPool,
+    large: BufferPool,
+}
+
+impl SizedPools {
+    /// `small_bytes` of `small_size` buffers and `large_bytes` of `large_size` ones.
+    pub fn new(
+        (small_size, small_bytes): (usize, usize),
+        (large_size, large_bytes): (usize, usize),
+    ) -> SizedPools {
+        assert!(
+            small_size <= large_size,
+            "the small buffers are the smaller"
+        );
+        SizedPools {
+            small: BufferPool::with_memory_limit(small_size, small_bytes),
+            large: BufferPool::with_memory_limit(large_size, large_bytes),
+        }
+    }
+
+    /// The pool a read of `len` bytes takes its buffer from.
+    pub fn for_len(&self, len: usize) -> &BufferPool {
+        if len <= self.small.buf_size() {
+            &self.small
+        } else {
+            &self.large
+        }
+    }
+
+    /// The largest read a buffer can hold.
+    pub fn max_len(&self) -> usize {
+        self.large.buf_size()
+    }
+}
+
 /// A buffer on loan from a pool. `len()` bytes are filled; capacity is the pool's size.
 pub struct PoolBuf {
     data: Vec<u8>,
@@ -269,6 +309,20 @@ mod tests {
         drop(b);
         assert_eq!(pool.available(), 2);
         assert!(pool.try_take().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sized_pools_give_each_read_the_smallest_buffer_that_holds_it() {
+        let pools = SizedPools::new((16, 32), (64, 64));
+        assert_eq!(pools.for_len(1).buf_size(), 16);
+        assert_eq!(pools.for_len(16).buf_size(), 16);
+        assert_eq!(pools.for_len(17).buf_size(), 64);
+        assert_eq!(pools.max_len(), 64);
+        // Each size keeps its own cap: two small buffers, one large.
+        let small = [pools.for_len(1).try_take(), pools.for_len(1).try_take()];
+        assert!(small.iter().all(Option::is_some));
+        assert!(pools.for_len(1).try_take().is_none());
+        assert!(pools.for_len(64).try_take().is_some());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use super::extended;
 use super::inbox::{Event, Inbox};
 use super::outbox::{run_writer, Outbox};
-use crate::buffer::BufferPool;
+use crate::buffer::{BufferPool, PoolBuf, SizedPools};
 use crate::net::TcpStream;
 use crate::picker::PeerKey;
 use crate::ratelimit::UploadLimit;
@@ -32,10 +32,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// drain: enough to keep a fast link busy, small enough that a peer that never reads
 /// cannot make us hold more.
 const MAX_QUEUED_UPLOAD: usize = 2 << 20;
-/// Pooled read buffers one peer may have queued: a peer that never reads (or asks for
-/// scattered single blocks, each pinning a whole buffer) holds at most this many, so it cannot
-/// drain the upload pool that every peer shares.
-const MAX_QUEUED_UPLOAD_BUFFERS: usize = 4;
+/// Upload buffer memory one peer may pin with reads queued or in flight: a peer that never
+/// reads holds at most this much, so it cannot drain the upload pools every peer shares.
+/// Four long-run buffers, or 64 single-block ones for a leecher that asks a block at a time.
+const MAX_PINNED_UPLOAD: usize = 1 << 20;
 /// We advertise the extension protocol (BEP 10) only.
 const OUR_EXTENSIONS: Extensions = Extensions {
     extended: true,
@@ -100,7 +100,7 @@ pub struct ConnContext {
     /// want): requests, HAVEs and keep-alives.
     pub control_pool: BufferPool,
     /// Buffers for disk reads that serve uploads (one run of blocks each).
-    pub upload_pool: BufferPool,
+    pub upload_pools: SizedPools,
     /// The session's upload rate limit, shared by every uploader.
     pub upload_limit: Rc<UploadLimit>,
     pub info_hash: InfoHash,
@@ -367,63 +367,118 @@ async fn read_tail(ctx: &ConnContext, tail: TailRead) {
     }
 }
 
-/// Largest single disk read serving a run of contiguous requests (the upload pool's buffer
-/// size).
+/// Largest single disk read serving a run of contiguous requests (the large upload
+/// buffers' size).
 pub const MAX_UPLOAD_READ: u32 = 256 << 10;
 
-/// Serves the peer's requests: reads each run of contiguous requested blocks from disk in
-/// one read and queues them, holding back while too much is queued for a slow reader.
+/// Serves the peer's requests. Each turn takes every run of contiguous requested blocks
+/// queued (up to the peer's share of upload memory), reads them from disk at once, and
+/// queues them in request order, holding back while too much is queued for a slow reader.
+/// Leechers that send one REQUEST per block received (rqbit) leave runs of a block or two:
+/// reading them one at a time would cost a loop turn each, so they are read side by side.
 async fn run_uploader(ctx: Rc<ConnContext>, key: PeerKey, outbox: Rc<Outbox>, wake: Rc<Notify>) {
     loop {
         if outbox.is_closed() {
             return;
         }
-        let run = ctx
-            .torrent
-            .borrow_mut()
-            .next_upload_run(key, MAX_UPLOAD_READ);
-        if run.is_empty() {
-            wake.notified().await;
-            continue;
-        }
         while (outbox.queued_bytes() > MAX_QUEUED_UPLOAD
-            || outbox.queued_buffers() >= MAX_QUEUED_UPLOAD_BUFFERS)
+            || outbox.pinned_bytes() >= MAX_PINNED_UPLOAD)
             && !outbox.is_closed()
         {
             outbox.drained().await;
         }
-        let len: u32 = run.iter().map(|b| b.len).sum();
+        let room = MAX_PINNED_UPLOAD - outbox.pinned_bytes().min(MAX_PINNED_UPLOAD);
+        let batch = take_upload_batch(&ctx, key, room).await;
+        if batch.is_empty() {
+            wake.notified().await;
+            continue;
+        }
+        let len: u32 = batch.iter().flat_map(|(run, _)| run).map(|b| b.len).sum();
         ctx.upload_limit.admit(len.into()).await;
-        if upload_run(&ctx, key, &outbox, &run).await.is_err() {
-            // Some piece of the run is unreadable: serve it piece by piece, so only the
-            // pieces that fail are marked missing.
-            for piece in run.chunk_by(|a, b| a.piece == b.piece) {
-                if let Err(e) = upload_run(&ctx, key, &outbox, piece).await {
-                    let index = piece[0].piece;
-                    tracing::warn!(
-                        "cannot read piece {index} to upload ({e}); marked missing, fetching it again from peers"
-                    );
-                    ctx.torrent.borrow_mut().on_piece_unreadable(index);
-                }
+        let reads = futures_util::future::join_all(
+            batch.into_iter().map(|(run, buf)| read_run(&ctx, run, buf)),
+        )
+        .await;
+        for (run, (res, data)) in reads {
+            if res.is_ok() {
+                queue_run(&ctx, key, &outbox, &run, data);
+            } else {
+                serve_piece_by_piece(&ctx, key, &outbox, &run).await;
             }
         }
     }
 }
 
-/// Reads one run of contiguous blocks into a pooled buffer and queues them for `key`.
-async fn upload_run(
+/// The runs of `key`'s requests to read next, each with its buffer, pinning at most about
+/// `room` bytes of upload memory (always at least one run). Only the first buffer is waited
+/// for: a run with no free buffer goes back to the queue, so no uploader holds buffers while
+/// waiting for more.
+async fn take_upload_batch(
     ctx: &ConnContext,
     key: PeerKey,
-    outbox: &Outbox,
-    run: &[BlockRef],
-) -> std::io::Result<()> {
+    room: usize,
+) -> Vec<(Vec<BlockRef>, PoolBuf)> {
+    let mut batch = Vec::new();
+    let mut pinned = 0;
+    while batch.is_empty() || pinned < room {
+        let run = ctx
+            .torrent
+            .borrow_mut()
+            .next_upload_run(key, MAX_UPLOAD_READ);
+        if run.is_empty() {
+            break;
+        }
+        let len: u32 = run.iter().map(|b| b.len).sum();
+        let pool = ctx.upload_pools.for_len(len as usize);
+        let buf = if batch.is_empty() {
+            pool.take().await
+        } else if let Some(buf) = pool.try_take() {
+            buf
+        } else {
+            ctx.torrent.borrow_mut().put_back_upload_run(key, run);
+            break;
+        };
+        pinned += pool.buf_size();
+        batch.push((run, buf));
+    }
+    batch
+}
+
+/// Reads the bytes of one run of contiguous blocks into `buf`.
+async fn read_run(
+    ctx: &ConnContext,
+    run: Vec<BlockRef>,
+    buf: PoolBuf,
+) -> (Vec<BlockRef>, (std::io::Result<()>, PoolBuf)) {
     let first = run[0];
     let start = ctx.torrent.borrow().layout().piece_offset(first.piece) + u64::from(first.offset);
     let len: u32 = run.iter().map(|b| b.len).sum();
-    let buf = ctx.upload_pool.take().await;
-    let (res, data) = ctx.storage.read(start, len as usize, buf).await;
-    res?;
+    let read = ctx.storage.read(start, len as usize, buf).await;
+    (run, read)
+}
+
+fn queue_run(ctx: &ConnContext, key: PeerKey, outbox: &Outbox, run: &[BlockRef], data: PoolBuf) {
+    let len: u32 = run.iter().map(|b| b.len).sum();
     outbox.send_blocks(run, data.freeze());
     ctx.torrent.borrow_mut().record_upload(key, len.into());
-    Ok(())
+}
+
+/// Some piece of `run` is unreadable: serves it piece by piece, so only the pieces that
+/// fail are marked missing.
+async fn serve_piece_by_piece(ctx: &ConnContext, key: PeerKey, outbox: &Outbox, run: &[BlockRef]) {
+    for piece in run.chunk_by(|a, b| a.piece == b.piece) {
+        let len: u32 = piece.iter().map(|b| b.len).sum();
+        let buf = ctx.upload_pools.for_len(len as usize).take().await;
+        let (piece, (res, data)) = read_run(ctx, piece.to_vec(), buf).await;
+        match res {
+            Ok(()) => queue_run(ctx, key, outbox, &piece, data),
+            Err(e) => {
+                let index = piece[0].piece;
+                tracing::warn!(
+                    "cannot read piece {index} to upload ({e}); marked missing, fetching it again from peers"
+                );
+                ctx.torrent.borrow_mut().on_piece_unreadable(index);
+            }
+        }
+    }
 }

@@ -64,8 +64,9 @@ unsafe impl tokio_uring::buf::IoBuf for OutBuf {
 struct Item {
     bytes: OutBuf,
     control: bool,
-    /// The last slice of a pooled upload buffer: once written, the buffer is free.
-    ends_buffer: bool,
+    /// For the last slice of a pooled upload buffer, the buffer's capacity: once this slice
+    /// is written, the buffer is free and no longer pinned by this peer.
+    frees: usize,
 }
 
 /// Outgoing messages of one connection.
@@ -73,8 +74,8 @@ struct Item {
 pub struct Outbox {
     items: RefCell<VecDeque<Item>>,
     queued: Cell<usize>,
-    /// Pooled upload buffers queued (not yet fully written).
-    buffers: Cell<usize>,
+    /// Capacity of the pooled upload buffers queued (not yet fully written).
+    pinned: Cell<usize>,
     /// When the write in progress started; None while idle.
     writing_since: Cell<Option<Instant>>,
     closed: Cell<bool>,
@@ -111,7 +112,7 @@ impl Outbox {
                 items.push_back(Item {
                     bytes: OutBuf::Owned(bytes),
                     control: true,
-                    ends_buffer: false,
+                    frees: 0,
                 });
                 n
             }
@@ -132,7 +133,7 @@ impl Outbox {
             items.push_back(Item {
                 bytes: OutBuf::Owned(header),
                 control: false,
-                ends_buffer: false,
+                frees: 0,
             });
             items.push_back(Item {
                 bytes: OutBuf::Shared {
@@ -141,11 +142,15 @@ impl Outbox {
                     end: at + len,
                 },
                 control: false,
-                ends_buffer: at + len == data.len(),
+                frees: if at + len == data.len() {
+                    data.capacity()
+                } else {
+                    0
+                },
             });
             at += len;
         }
-        self.buffers.set(self.buffers.get() + 1);
+        self.pinned.set(self.pinned.get() + data.capacity());
         self.wake_writer.notify_one();
     }
 
@@ -172,9 +177,9 @@ impl Outbox {
         self.closed.get()
     }
 
-    /// Pooled upload buffers still queued.
-    pub fn queued_buffers(&self) -> usize {
-        self.buffers.get()
+    /// Bytes of pooled upload buffers still queued (their capacity, not their fill).
+    pub fn pinned_bytes(&self) -> usize {
+        self.pinned.get()
     }
 
     /// How long the current write has been waiting for the peer to read, if one is.
@@ -184,19 +189,19 @@ impl Outbox {
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
     }
 
-    /// Takes up to MAX_IOVECS items; also returns how many pooled buffers they finish.
+    /// Takes up to MAX_IOVECS items; also returns the pooled bytes they free once written.
     fn take_batch(&self) -> (Vec<OutBuf>, usize) {
         let mut items = self.items.borrow_mut();
         let n = items.len().min(MAX_IOVECS);
-        let mut finished = 0;
+        let mut freed = 0;
         let bufs = items
             .drain(..n)
             .map(|i| {
-                finished += usize::from(i.ends_buffer);
+                freed += i.frees;
                 i.bytes
             })
             .collect();
-        (bufs, finished)
+        (bufs, freed)
     }
 }
 
@@ -204,7 +209,7 @@ impl Outbox {
 /// fails.
 pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result<()> {
     loop {
-        let (batch, finished_buffers) = outbox.take_batch();
+        let (batch, freed) = outbox.take_batch();
         if batch.is_empty() {
             if outbox.is_closed() {
                 return Ok(());
@@ -217,7 +222,7 @@ pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result
         write_all_vectored(&stream, batch).await?;
         outbox.writing_since.set(None);
         outbox.queued.set(outbox.queued.get() - total);
-        outbox.buffers.set(outbox.buffers.get() - finished_buffers);
+        outbox.pinned.set(outbox.pinned.get() - freed);
         outbox.drained.notify_waiters();
     }
 }

@@ -5,12 +5,12 @@
 
 use super::peers::PeerSource;
 use super::{SessionConfig, SessionError, RECEIVE_BUFFER, UPLOAD_MEMORY};
-use crate::buffer::BufferPool;
+use crate::buffer::{BufferPool, SizedPools};
 use crate::hash::HashPool;
 use crate::net::{BoundSocket, TcpListener, TcpStream};
 use crate::peer::conn::{read_handshake, run_peer, Opening, MAX_UPLOAD_READ, TAIL_READ_BUDGET};
 use crate::ratelimit::UploadLimit;
-use crate::types::{InfoHash, PeerId};
+use crate::types::{InfoHash, PeerId, BLOCK_SIZE};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr};
@@ -40,7 +40,7 @@ pub struct Hub {
     pub hash_pool: Arc<HashPool>,
     pub receive_pool: BufferPool,
     pub control_pool: BufferPool,
-    pub upload_pool: BufferPool,
+    pub upload_pools: SizedPools,
     pub upload_limit: Rc<UploadLimit>,
     pub tail_reads: Arc<tokio::sync::Semaphore>,
     /// Each torrent's share of the session's open files.
@@ -78,7 +78,10 @@ impl Hub {
                 config.memory_limit.max(4 * RECEIVE_BUFFER),
             ),
             control_pool: BufferPool::new(CONTROL_BUFFER, MAX_IDLE_READS),
-            upload_pool: BufferPool::with_memory_limit(MAX_UPLOAD_READ as usize, UPLOAD_MEMORY),
+            upload_pools: SizedPools::new(
+                (BLOCK_SIZE as usize, UPLOAD_MEMORY / 4),
+                (MAX_UPLOAD_READ as usize, UPLOAD_MEMORY - UPLOAD_MEMORY / 4),
+            ),
             upload_limit: Rc::new(UploadLimit::new(config.upload_limit)),
             open_files_per_torrent: (SESSION_OPEN_FILES / torrents.max(1))
                 .max(MIN_OPEN_FILES_PER_TORRENT),

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 /// carry up to 16 blocks of a fast peer.
 pub const RECEIVE_BUFFER: usize = 256 << 10;
 /// Cap on memory holding blocks read from disk for uploading: 32 MiB keeps 16 fast peers
-/// each with two reads queued, and bounds the total whatever the peer count.
+/// each with two long reads queued, and bounds the total whatever the peer count. A quarter
+/// of it is single-block buffers, for leechers that ask a block at a time.
 pub(crate) const UPLOAD_MEMORY: usize = 32 << 20;
 
 /// Everything a session needs besides the torrent.
@@ -208,7 +209,7 @@ async fn run_torrent(
         storage: Rc::clone(&storage),
         pool: hub.receive_pool.clone(),
         control_pool: hub.control_pool.clone(),
-        upload_pool: hub.upload_pool.clone(),
+        upload_pools: hub.upload_pools.clone(),
         upload_limit: Rc::clone(&hub.upload_limit),
         info_hash: meta.info_hash,
         peer_id: hub.peer_id,

@@ -866,6 +866,16 @@ impl Torrent {
         run
     }
 
+    /// Returns a run taken by `next_upload_run` that could not be read yet (no buffer free):
+    /// it is served first next time, unless the peer was choked meanwhile.
+    pub fn put_back_upload_run(&mut self, key: PeerKey, run: Vec<BlockRef>) {
+        if let Some(p) = self.peers.get_mut(&key) {
+            for block in run.into_iter().rev() {
+                p.their_requests.push_front(block);
+            }
+        }
+    }
+
     pub fn record_upload(&mut self, key: PeerKey, bytes: u64) {
         self.stats.uploaded += bytes;
         if let Some(p) = self.peers.get_mut(&key) {

@@ -269,3 +269,22 @@ fn a_piece_that_went_unreadable_is_taken_back_from_peers_that_speak_bep_54() {
     assert_eq!(mute_box.queued_bytes(), before.1);
     assert!(!t.have[1]);
 }
+
+#[test]
+fn a_run_put_back_is_served_first_unless_the_peer_was_choked() {
+    let mut t = torrent(4, &[0, 1, 2, 3]);
+    let (key, _) = peer(&mut t);
+    let now = Instant::now();
+    t.on_message(key, Inbound::Interested, now).unwrap();
+    for b in [block(1, 0), block(1, 16 << 10), block(3, 0)] {
+        t.on_message(key, Inbound::Request(b), now).unwrap();
+    }
+    let run = t.next_upload_run(key, 1 << 20);
+    assert_eq!(run, vec![block(1, 0), block(1, 16 << 10)]);
+    t.put_back_upload_run(key, run.clone());
+    assert_eq!(t.next_upload_run(key, 1 << 20), run);
+    assert_eq!(t.next_upload_run(key, 1 << 20), vec![block(3, 0)]);
+    t.put_back_upload_run(key, vec![block(3, 0)]);
+    t.peers.get_mut(&key).unwrap().am_choking = true;
+    assert!(t.next_upload_run(key, 1 << 20).is_empty());
+}
