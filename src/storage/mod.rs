@@ -8,14 +8,17 @@
 //! Must run inside a tokio-uring runtime. Every call takes `&self`, so many reads and writes
 //! can be in flight at once from different tasks.
 
+mod direct;
 mod open_files;
 
 use crate::buffer::{cut_chunks, Chunk};
 use crate::layout::Layout;
 use crate::metainfo::Info;
+use direct::{aligned_middle, AlignedBuf};
 use open_files::OpenFiles;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use tokio_uring::buf::BoundedBuf;
@@ -32,6 +35,9 @@ pub struct StorageConfig {
     pub writable: bool,
     /// Most writes in flight at once.
     pub max_writes_in_flight: usize,
+    /// Write the page-aligned part of each write with O_DIRECT (see `direct`); falls back to
+    /// buffered writes by itself where the file system refuses them.
+    pub direct_writes: bool,
 }
 
 impl Default for StorageConfig {
@@ -42,6 +48,7 @@ impl Default for StorageConfig {
             preallocate: false,
             writable: true,
             max_writes_in_flight: 4,
+            direct_writes: true,
         }
     }
 }
@@ -52,6 +59,12 @@ pub struct Storage {
     paths: Vec<PathBuf>,
     config: StorageConfig,
     open: RefCell<OpenFiles>,
+    /// O_DIRECT handles of the files, for the aligned parts of writes.
+    direct: RefCell<OpenFiles>,
+    /// Cleared for good when the file system refuses direct I/O.
+    direct_ok: Cell<bool>,
+    /// Aligned bounce buffers for direct writes, reused (at most one per write slot).
+    bounce: RefCell<Vec<AlignedBuf>>,
     /// Files written since the last sync, which `sync` must flush.
     dirty: RefCell<Vec<bool>>,
     /// Bounds the writes in flight: each buffered write goes to an io-wq kernel worker, and
@@ -75,6 +88,9 @@ impl Storage {
             layout,
             paths,
             open: RefCell::new(OpenFiles::new(n, config.max_open_files)),
+            direct: RefCell::new(OpenFiles::new(n, config.max_open_files)),
+            direct_ok: Cell::new(config.direct_writes && config.writable),
+            bounce: RefCell::new(Vec::new()),
             write_slots: tokio::sync::Semaphore::new(config.max_writes_in_flight.max(1)),
             config,
             dirty: RefCell::new(vec![false; n]),
@@ -113,8 +129,93 @@ impl Storage {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let (res, _) = handle.writev_at_all(chunks, Some(offset)).await;
-        res.map(|_| ())
+        let len: usize = chunks.iter().map(Chunk::len).sum();
+        let middle = aligned_middle(offset, len as u64);
+        let direct = match middle {
+            Some(_) if self.direct_ok.get() => self.direct_handle(file).await,
+            _ => None,
+        };
+        let (Some(middle), Some(direct)) = (middle, direct) else {
+            return write_buffered(&handle, offset, chunks).await;
+        };
+        let (from, to) = (middle.start as usize, middle.end as usize);
+        if from > 0 {
+            write_buffered(&handle, offset, cut_chunks(&chunks, 0, from)).await?;
+        }
+        match self
+            .write_direct(&direct, offset + middle.start, &chunks, from..to)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                tracing::debug!("direct writes refused ({e}); writing through the page cache");
+                self.direct_ok.set(false);
+                write_buffered(
+                    &handle,
+                    offset + middle.start,
+                    cut_chunks(&chunks, from, to - from),
+                )
+                .await?;
+            }
+            Err(e) => return Err(e),
+        }
+        if to < len {
+            write_buffered(
+                &handle,
+                offset + middle.end,
+                cut_chunks(&chunks, to, len - to),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Copies `range` of `chunks` into an aligned buffer and writes it at `offset` (aligned).
+    async fn write_direct(
+        &self,
+        direct: &File,
+        offset: u64,
+        chunks: &[Chunk],
+        range: std::ops::Range<usize>,
+    ) -> io::Result<()> {
+        let len = range.end - range.start;
+        let reused = {
+            let mut free = self.bounce.borrow_mut();
+            let fit = free.iter().position(|b| b.capacity() >= len);
+            fit.map(|i| free.swap_remove(i))
+        };
+        let mut buf = reused.unwrap_or_else(|| AlignedBuf::with_capacity(len));
+        buf.fill_from(chunks, range.start, len);
+        let (res, buf) = direct.write_all_at(buf, offset).await;
+        let mut free = self.bounce.borrow_mut();
+        if free.len() < self.config.max_writes_in_flight {
+            free.push(buf);
+        }
+        res
+    }
+
+    /// The O_DIRECT handle of `file`, if the file system gives one.
+    async fn direct_handle(&self, file: usize) -> Option<Rc<File>> {
+        if let Some(h) = self.direct.borrow_mut().get(file) {
+            return Some(h);
+        }
+        let opened = tokio_uring::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(&self.paths[file])
+            .await;
+        match opened {
+            Ok(h) => {
+                let h = Rc::new(h);
+                self.direct.borrow_mut().insert(file, Rc::clone(&h));
+                Some(h)
+            }
+            Err(e) => {
+                tracing::debug!("no direct writes to {}: {e}", self.paths[file].display());
+                self.direct_ok.set(false);
+                None
+            }
+        }
     }
 
     /// Reads `len` bytes at global offset `start` into `buf`, which ends up exactly `len`
@@ -241,6 +342,11 @@ impl Storage {
         }
         Ok(handle)
     }
+}
+
+async fn write_buffered(handle: &File, offset: u64, chunks: Vec<Chunk>) -> io::Result<()> {
+    let (res, _) = handle.writev_at_all(chunks, Some(offset)).await;
+    res.map(|_| ())
 }
 
 /// The open failed only because writing is not allowed.

@@ -1,0 +1,136 @@
+//! Direct (O_DIRECT) writes for `Storage`: the page-aligned middle of each write goes to the
+//! disk from an aligned bounce buffer, skipping the page cache; the unaligned head and tail
+//! (file starts and ends that are not on a 4 KiB boundary) stay buffered. Every 4 KiB page of
+//! a file is so written either only directly or only through the page cache.
+//!
+//! Why (measured on the 2-vCPU VM of the README, ext4 on virtio, `fio --ioengine=io_uring
+//! --bs=256k --iodepth=8 --end_fsync=1`, 2 GiB): buffered 329 MB/s, direct 1335 MB/s. Each
+//! buffered write lands in a freshly allocated page-cache page, which on this VM costs more
+//! than the copy itself (`copy_folio_from_iter_atomic` was 36% of a leecher's CPU samples),
+//! and the download's closing fsync then waits for all of it. The bounce copy is one memcpy
+//! between two buffers that stay in the CPU cache, in place of the kernel's copy into new
+//! pages, so the block path still copies each byte once.
+
+use crate::buffer::Chunk;
+use std::alloc::{alloc, dealloc, Layout as AllocLayout};
+use std::ops::Range;
+
+/// Alignment of direct writes: offset, length and memory (the ext4 block and the page size;
+/// devices ask for at most this).
+pub const DIRECT_ALIGN: u64 = 4096;
+
+/// The part of `offset..offset + len` that starts and ends on `DIRECT_ALIGN` boundaries, as
+/// offsets relative to `offset`; None if no whole aligned block fits.
+pub fn aligned_middle(offset: u64, len: u64) -> Option<Range<u64>> {
+    let start = offset.next_multiple_of(DIRECT_ALIGN);
+    let end = (offset + len) / DIRECT_ALIGN * DIRECT_ALIGN;
+    (end > start).then(|| start - offset..end - offset)
+}
+
+/// A heap buffer aligned to `DIRECT_ALIGN`, for O_DIRECT writes.
+pub struct AlignedBuf {
+    ptr: *mut u8,
+    cap: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub fn with_capacity(cap: usize) -> AlignedBuf {
+        let cap = (cap.max(1) as u64).next_multiple_of(DIRECT_ALIGN) as usize;
+        let layout = Self::layout(cap);
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { alloc(layout) };
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        AlignedBuf { ptr, cap, len: 0 }
+    }
+
+    fn layout(cap: usize) -> AllocLayout {
+        AllocLayout::from_size_align(cap, DIRECT_ALIGN as usize).expect("a valid aligned layout")
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Replaces the contents with `len` bytes of `chunks` starting `from` bytes in.
+    pub fn fill_from(&mut self, chunks: &[Chunk], from: usize, len: usize) {
+        assert!(len <= self.cap, "bounce buffer too small");
+        let mut skip = from;
+        let mut at = 0;
+        for c in chunks {
+            if at == len {
+                break;
+            }
+            let bytes = c.as_slice();
+            if skip >= bytes.len() {
+                skip -= bytes.len();
+                continue;
+            }
+            let take = (bytes.len() - skip).min(len - at);
+            // SAFETY: `at + take <= len <= cap`, and the source is a live slice that cannot
+            // overlap our own allocation.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes[skip..].as_ptr(), self.ptr.add(at), take)
+            };
+            at += take;
+            skip = 0;
+        }
+        assert_eq!(at, len, "the chunks hold fewer bytes than asked for");
+        self.len = len;
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `with_capacity` with this very layout.
+        unsafe { dealloc(self.ptr, Self::layout(self.cap)) }
+    }
+}
+
+// SAFETY: the allocation is owned by the value, never moved or freed while an operation owns
+// it, and `len` bytes of it are initialised.
+unsafe impl tokio_uring::buf::IoBuf for AlignedBuf {
+    fn stable_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+    fn bytes_init(&self) -> usize {
+        self.len
+    }
+    fn bytes_total(&self) -> usize {
+        self.cap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::BufferPool;
+
+    #[test]
+    fn the_aligned_middle_leaves_partial_pages_out() {
+        assert_eq!(aligned_middle(0, 16384), Some(0..16384));
+        assert_eq!(aligned_middle(100, 8192), Some(3996..8092));
+        assert_eq!(aligned_middle(100, 4000), None);
+        assert_eq!(aligned_middle(4096, 5000), Some(0..4096));
+        assert_eq!(aligned_middle(0, 0), None);
+    }
+
+    #[test]
+    fn fill_copies_across_chunks_into_aligned_memory() {
+        let pool = BufferPool::new(8, 2);
+        let mut a = pool.try_take().unwrap();
+        a.extend_from_slice(b"abcdefgh");
+        let mut b = pool.try_take().unwrap();
+        b.extend_from_slice(b"ijklmnop");
+        let chunks = [Chunk::new(a.freeze(), 2..8), Chunk::new(b.freeze(), 0..5)];
+        let mut buf = AlignedBuf::with_capacity(10);
+        assert_eq!(buf.capacity(), 4096);
+        assert_eq!(buf.ptr as usize % DIRECT_ALIGN as usize, 0);
+        buf.fill_from(&chunks, 3, 6);
+        use tokio_uring::buf::IoBuf;
+        let got = unsafe { std::slice::from_raw_parts(buf.stable_ptr(), buf.bytes_init()) };
+        assert_eq!(got, b"fghijk");
+    }
+}
