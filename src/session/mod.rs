@@ -46,6 +46,8 @@ pub struct SessionConfig {
     /// Keep running and uploading after the download completes.
     pub seed: bool,
     pub preallocate: bool,
+    /// Write downloaded data with O_DIRECT where it is page-aligned (see `storage::direct`).
+    pub direct_writes: bool,
     pub upload_slots: usize,
     /// How often resume data is saved while pieces keep verifying (each save fsyncs the
     /// data first, so very short intervals cost throughput).
@@ -70,6 +72,7 @@ impl Default for SessionConfig {
             memory_limit: 32 << 20,
             seed: false,
             preallocate: false,
+            direct_writes: true,
             upload_slots: 4,
             upload_limit: None,
             resume_interval: Duration::from_secs(30),
@@ -187,6 +190,7 @@ async fn run_torrent(
     let started = Instant::now();
     let storage_config = StorageConfig {
         preallocate: config.preallocate,
+        direct_writes: config.direct_writes,
         max_open_files: hub.open_files_per_torrent,
         ..StorageConfig::default()
     };
