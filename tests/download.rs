@@ -14,27 +14,39 @@ use std::time::{Duration, Instant};
 const PIECE: usize = 256 << 10;
 const LIMIT: Duration = Duration::from_secs(60);
 
-#[test]
-fn spate_to_spate_single_file() {
-    let fx = Fixture::single(20 * PIECE + 1);
-    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
-    let out = fx.out_dir("leech");
-    let leecher = start_leecher(&fx.torrent, &out, &["--peer", &seeder.addr().to_string()]);
-    let report = report_of(&leecher.wait(LIMIT));
-    fx.assert_same_files(&out);
-    assert_eq!(report["complete"], true);
-    assert_eq!(report["hash_failures"], 0);
-}
+/// Both write modes: `auto` picks buffered writes for torrents this small, so each test
+/// runs once with O_DIRECT forced and once through the page cache.
+const WRITE_MODES: [&str; 2] = ["direct", "buffered"];
 
 #[test]
+fn spate_to_spate_single_file() {
+    for mode in WRITE_MODES {
+        let fx = Fixture::single(20 * PIECE + 1);
+        let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+        let out = fx.out_dir("leech");
+        let peer = seeder.addr().to_string();
+        let leecher = start_leecher(&fx.torrent, &out, &["--peer", &peer, "--write-mode", mode]);
+        let report = report_of(&leecher.wait(LIMIT));
+        fx.assert_same_files(&out);
+        assert_eq!(report["complete"], true, "{mode}");
+        assert_eq!(report["hash_failures"], 0, "{mode}");
+    }
+}
+
+/// Files of odd sizes: their boundaries fall mid-page, so direct writes split into direct
+/// middles and buffered partial pages.
+#[test]
 fn spate_to_spate_multi_file() {
-    let fx = Fixture::multi();
-    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
-    let out = fx.out_dir("leech");
-    let leecher = start_leecher(&fx.torrent, &out, &["--peer", &seeder.addr().to_string()]);
-    report_of(&leecher.wait(LIMIT));
-    fx.assert_same_files(&out);
-    assert_eq!(std::fs::metadata(out.join("tree/empty")).unwrap().len(), 0);
+    for mode in WRITE_MODES {
+        let fx = Fixture::multi();
+        let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+        let out = fx.out_dir("leech");
+        let peer = seeder.addr().to_string();
+        let leecher = start_leecher(&fx.torrent, &out, &["--peer", &peer, "--write-mode", mode]);
+        report_of(&leecher.wait(LIMIT));
+        fx.assert_same_files(&out);
+        assert_eq!(std::fs::metadata(out.join("tree/empty")).unwrap().len(), 0);
+    }
 }
 
 /// Waits until `spate verify` finds at least `pieces` complete pieces in `out`.

@@ -73,7 +73,15 @@ fn sigkill_at_random_moments_never_leaves_a_false_claim() {
         let leecher = start_leecher(
             &fx.torrent,
             &out,
-            &["--peer", &peer, "--resume-interval", "1"],
+            // O_DIRECT, the path large downloads take, killed mid-write.
+            &[
+                "--peer",
+                &peer,
+                "--resume-interval",
+                "1",
+                "--write-mode",
+                "direct",
+            ],
         );
         // Resume data is saved every second (--resume-interval 1).
         std::thread::sleep(Duration::from_millis(delays.next_ms(1500, 2500)));
@@ -148,7 +156,9 @@ fn a_full_disk_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
     let peer = seeder.addr().to_string();
     let out = fx.out_dir("small");
     let disk = SmallDisk::mount(&out, 16);
-    let first = start_leecher(&fx.torrent, &out, &["--peer", &peer]).wait(Duration::from_secs(60));
+    // Direct writes meet the full disk (tmpfs takes O_DIRECT since Linux 6.6).
+    let args = ["--peer", &peer, "--write-mode", "direct"];
+    let first = start_leecher(&fx.torrent, &out, &args).wait(Duration::from_secs(60));
     assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
     let message = stderr(&first);
     assert!(

@@ -65,6 +65,8 @@ pub struct Storage {
     direct_ok: Cell<bool>,
     /// Aligned bounce buffers for direct writes, reused (at most one per write slot).
     bounce: RefCell<Vec<AlignedBuf>>,
+    /// Bytes written with O_DIRECT so far.
+    direct_bytes: Cell<u64>,
     /// Files written since the last sync, which `sync` must flush.
     dirty: RefCell<Vec<bool>>,
     /// Bounds the writes in flight: each buffered write goes to an io-wq kernel worker, and
@@ -91,10 +93,16 @@ impl Storage {
             direct: RefCell::new(OpenFiles::new(n, config.max_open_files)),
             direct_ok: Cell::new(config.direct_writes && config.writable),
             bounce: RefCell::new(Vec::new()),
+            direct_bytes: Cell::new(0),
             write_slots: tokio::sync::Semaphore::new(config.max_writes_in_flight.max(1)),
             config,
             dirty: RefCell::new(vec![false; n]),
         }
+    }
+
+    /// Bytes written with O_DIRECT so far (the rest went through the page cache).
+    pub fn direct_bytes(&self) -> u64 {
+        self.direct_bytes.get()
     }
 
     pub fn layout(&self) -> &Layout {
@@ -187,6 +195,9 @@ impl Storage {
         let mut buf = reused.unwrap_or_else(|| AlignedBuf::with_capacity(len));
         buf.fill_from(chunks, range.start, len);
         let (res, buf) = direct.write_all_at(buf, offset).await;
+        if res.is_ok() {
+            self.direct_bytes.set(self.direct_bytes.get() + len as u64);
+        }
         let mut free = self.bounce.borrow_mut();
         if free.len() < self.config.max_writes_in_flight {
             free.push(buf);

@@ -153,6 +153,16 @@ fn direct_and_buffered_writes_give_the_same_files() {
                 buf == *data,
                 "files differ with direct_writes = {direct_writes}"
             );
+            // /tmp is ext4 here: most bytes went direct; the rest were partial pages.
+            let direct = s.direct_bytes() as usize;
+            if direct_writes {
+                assert!(
+                    direct > total / 2,
+                    "only {direct} of {total} bytes went direct"
+                );
+            } else {
+                assert_eq!(direct, 0);
+            }
         });
     }
 }
