@@ -11,7 +11,7 @@
 //! between two buffers that stay in the CPU cache, in place of the kernel's copy into new
 //! pages, so the block path still copies each byte once.
 
-use crate::buffer::Chunk;
+use crate::buffer::{cut_chunks, Chunk};
 use std::alloc::{alloc, dealloc, Layout as AllocLayout};
 use std::ops::Range;
 
@@ -57,25 +57,17 @@ impl AlignedBuf {
     /// Replaces the contents with `len` bytes of `chunks` starting `from` bytes in.
     pub fn fill_from(&mut self, chunks: &[Chunk], from: usize, len: usize) {
         assert!(len <= self.cap, "bounce buffer too small");
-        let mut skip = from;
         let mut at = 0;
-        for c in chunks {
-            if at == len {
-                break;
-            }
-            let bytes = c.as_slice();
-            if skip >= bytes.len() {
-                skip -= bytes.len();
-                continue;
-            }
-            let take = (bytes.len() - skip).min(len - at);
-            // SAFETY: `at + take <= len <= cap`, and the source is a live slice that cannot
-            // overlap our own allocation.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes[skip..].as_ptr(), self.ptr.add(at), take)
-            };
-            at += take;
-            skip = 0;
+        for part in cut_chunks(chunks, from, len) {
+            let bytes = part.as_slice();
+            assert!(
+                at + bytes.len() <= len,
+                "cut_chunks gave more than asked for"
+            );
+            // SAFETY: `at + bytes.len() <= len <= cap`, and the source is a live slice that
+            // cannot overlap our own allocation.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(at), bytes.len()) };
+            at += bytes.len();
         }
         assert_eq!(at, len, "the chunks hold fewer bytes than asked for");
         self.len = len;
