@@ -107,11 +107,6 @@ impl SizedPools {
             &self.large
         }
     }
-
-    /// The largest read a buffer can hold.
-    pub fn max_len(&self) -> usize {
-        self.large.buf_size()
-    }
 }
 
 /// A buffer on loan from a pool. `len()` bytes are filled; capacity is the pool's size.
@@ -317,7 +312,6 @@ mod tests {
         assert_eq!(pools.for_len(1).buf_size(), 16);
         assert_eq!(pools.for_len(16).buf_size(), 16);
         assert_eq!(pools.for_len(17).buf_size(), 64);
-        assert_eq!(pools.max_len(), 64);
         // Each size keeps its own cap: two small buffers, one large.
         let small = [pools.for_len(1).try_take(), pools.for_len(1).try_take()];
         assert!(small.iter().all(Option::is_some));

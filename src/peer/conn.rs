@@ -393,7 +393,7 @@ async fn run_uploader(ctx: Rc<ConnContext>, key: PeerKey, outbox: Rc<Outbox>, wa
             wake.notified().await;
             continue;
         }
-        let len: u32 = batch.iter().flat_map(|(run, _)| run).map(|b| b.len).sum();
+        let len: u32 = batch.iter().map(|(run, _)| run_len(run)).sum();
         ctx.upload_limit.admit(len.into()).await;
         let reads = futures_util::future::join_all(
             batch.into_iter().map(|(run, buf)| read_run(&ctx, run, buf)),
@@ -428,8 +428,7 @@ async fn take_upload_batch(
         if run.is_empty() {
             break;
         }
-        let len: u32 = run.iter().map(|b| b.len).sum();
-        let pool = ctx.upload_pools.for_len(len as usize);
+        let pool = ctx.upload_pools.for_len(run_len(&run) as usize);
         let buf = if batch.is_empty() {
             pool.take().await
         } else if let Some(buf) = pool.try_take() {
@@ -444,6 +443,11 @@ async fn take_upload_batch(
     batch
 }
 
+/// Bytes in a run of blocks (at most MAX_UPLOAD_READ, so it fits a u32).
+fn run_len(run: &[BlockRef]) -> u32 {
+    run.iter().map(|b| b.len).sum()
+}
+
 /// Reads the bytes of one run of contiguous blocks into `buf`.
 async fn read_run(
     ctx: &ConnContext,
@@ -452,23 +456,26 @@ async fn read_run(
 ) -> (Vec<BlockRef>, (std::io::Result<()>, PoolBuf)) {
     let first = run[0];
     let start = ctx.torrent.borrow().layout().piece_offset(first.piece) + u64::from(first.offset);
-    let len: u32 = run.iter().map(|b| b.len).sum();
-    let read = ctx.storage.read(start, len as usize, buf).await;
+    let read = ctx.storage.read(start, run_len(&run) as usize, buf).await;
     (run, read)
 }
 
 fn queue_run(ctx: &ConnContext, key: PeerKey, outbox: &Outbox, run: &[BlockRef], data: PoolBuf) {
-    let len: u32 = run.iter().map(|b| b.len).sum();
     outbox.send_blocks(run, data.freeze());
-    ctx.torrent.borrow_mut().record_upload(key, len.into());
+    ctx.torrent
+        .borrow_mut()
+        .record_upload(key, run_len(run).into());
 }
 
 /// Some piece of `run` is unreadable: serves it piece by piece, so only the pieces that
 /// fail are marked missing.
 async fn serve_piece_by_piece(ctx: &ConnContext, key: PeerKey, outbox: &Outbox, run: &[BlockRef]) {
     for piece in run.chunk_by(|a, b| a.piece == b.piece) {
-        let len: u32 = piece.iter().map(|b| b.len).sum();
-        let buf = ctx.upload_pools.for_len(len as usize).take().await;
+        let buf = ctx
+            .upload_pools
+            .for_len(run_len(piece) as usize)
+            .take()
+            .await;
         let (piece, (res, data)) = read_run(ctx, piece.to_vec(), buf).await;
         match res {
             Ok(()) => queue_run(ctx, key, outbox, &piece, data),
