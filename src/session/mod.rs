@@ -12,7 +12,7 @@ mod trackers;
 use crate::check::{check_pieces, PieceCheck};
 use crate::metainfo::Metainfo;
 use crate::peer::conn::{ConnContext, FatalSlot};
-use crate::storage::{Storage, StorageConfig};
+use crate::storage::{self, Storage, StorageConfig, WritePaths};
 use crate::torrent::{Torrent, TorrentConfig, Verifier};
 use crate::types::PieceIndex;
 use bitvec::prelude::{BitVec, Msb0};
@@ -32,10 +32,12 @@ pub const RECEIVE_BUFFER: usize = 256 << 10;
 /// of it is single-block buffers, for leechers that ask a block at a time.
 pub(crate) const UPLOAD_MEMORY: usize = 32 << 20;
 
-/// How downloaded data reaches the disk (see `storage::direct` for the measurements).
+/// How downloaded data reaches the disk (see `storage::direct` and `storage::write_path` for
+/// the measurements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriteMode {
-    /// Direct for torrents of `DIRECT_WRITES_FROM` bytes or more, buffered below.
+    /// Buffered below `DIRECT_WRITES_FROM` bytes; from there each write on whichever path,
+    /// direct or buffered, served bytes faster in its latest trial.
     Auto,
     /// The page-aligned part of every write with O_DIRECT.
     Direct,
@@ -43,19 +45,21 @@ pub enum WriteMode {
     Buffered,
 }
 
-/// Torrent size from which `WriteMode::Auto` writes directly. Measured on the README's
-/// machine (spate -> spate, same sitting): at 1 GiB buffered writes were 5-15% faster (the
-/// page cache absorbs them), at 2 GiB direct writes were 1.5x faster with half the CPU (new
-/// page-cache pages and the closing fsync dominate); the crossover lies between.
+/// Torrent size from which `WriteMode::Auto` tries direct writes. Below it the page cache
+/// absorbs the whole download on the machines measured (at 1 GiB buffered writes were 5-15%
+/// faster, spate -> spate, same sitting); above it, which path wins depends on the machine
+/// (see `storage::write_path`).
 pub const DIRECT_WRITES_FROM: u64 = 3 << 29;
 
 impl WriteMode {
-    /// Whether a torrent of `total_length` bytes is written with O_DIRECT.
-    pub fn direct_for(self, total_length: u64) -> bool {
+    /// The storage write paths for a torrent of `total_length` bytes.
+    pub fn paths_for(self, total_length: u64) -> WritePaths {
         match self {
-            WriteMode::Auto => total_length >= DIRECT_WRITES_FROM,
-            WriteMode::Direct => true,
-            WriteMode::Buffered => false,
+            WriteMode::Auto if total_length >= DIRECT_WRITES_FROM => WritePaths::Adaptive {
+                trial_bytes: storage::TRIAL_BYTES,
+            },
+            WriteMode::Auto | WriteMode::Buffered => WritePaths::Buffered,
+            WriteMode::Direct => WritePaths::Direct,
         }
     }
 }
@@ -178,6 +182,8 @@ pub struct Report {
     pub pieces_lost: u32,
     pub peers_dropped: u32,
     pub peers_banned: u32,
+    /// Bytes written with O_DIRECT (the rest of the download went through the page cache).
+    pub direct_bytes: u64,
 }
 
 /// Runs a session for `meta` until it completes (and, with `seed`, until interrupted).
@@ -218,7 +224,7 @@ async fn run_torrent(
     let started = Instant::now();
     let storage_config = StorageConfig {
         preallocate: config.preallocate,
-        direct_writes: config.write_mode.direct_for(meta.info.total_length),
+        write_paths: config.write_mode.paths_for(meta.info.total_length),
         max_open_files: hub.open_files_per_torrent,
         ..StorageConfig::default()
     };
@@ -313,6 +319,7 @@ async fn run_torrent(
         pieces_lost: t.stats.pieces_lost,
         peers_dropped: t.stats.peers_dropped,
         peers_banned: t.stats.peers_banned,
+        direct_bytes: storage.direct_bytes(),
     })
 }
 

@@ -10,6 +10,7 @@
 
 mod direct;
 mod open_files;
+mod write_path;
 
 use crate::buffer::{cut_chunks, Chunk};
 use crate::layout::Layout;
@@ -21,8 +22,11 @@ use std::io;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Instant;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::fs::File;
+pub use write_path::TRIAL_BYTES;
+use write_path::{WriteChooser, WritePath, STRETCH_PER_TRIAL};
 
 /// How a torrent's files are opened.
 #[derive(Debug, Clone)]
@@ -35,9 +39,21 @@ pub struct StorageConfig {
     pub writable: bool,
     /// Most writes in flight at once.
     pub max_writes_in_flight: usize,
-    /// Write the page-aligned part of each write with O_DIRECT (see `direct`); falls back to
-    /// buffered writes by itself where the file system refuses them.
-    pub direct_writes: bool,
+    /// Which path writes take (see `direct` and `write_path`); direct writes fall back to
+    /// buffered ones by themselves where the file system refuses them.
+    pub write_paths: WritePaths,
+}
+
+/// Which path writes take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WritePaths {
+    /// Everything through the page cache.
+    Buffered,
+    /// The page-aligned part of every write with O_DIRECT, the rest through the page cache.
+    Direct,
+    /// Each write on whichever of the two served bytes faster lately (`WriteChooser`), each
+    /// path tried for `trial_bytes` now and then.
+    Adaptive { trial_bytes: u64 },
 }
 
 impl Default for StorageConfig {
@@ -48,7 +64,7 @@ impl Default for StorageConfig {
             preallocate: false,
             writable: true,
             max_writes_in_flight: 4,
-            direct_writes: true,
+            write_paths: WritePaths::Direct,
         }
     }
 }
@@ -67,6 +83,8 @@ pub struct Storage {
     bounce: RefCell<Vec<AlignedBuf>>,
     /// Bytes written with O_DIRECT so far.
     direct_bytes: Cell<u64>,
+    /// Picks the path of each write when `WritePaths::Adaptive`.
+    chooser: RefCell<Option<WriteChooser>>,
     /// Files written since the last sync, which `sync` must flush.
     dirty: RefCell<Vec<bool>>,
     /// Bounds the writes in flight: each buffered write goes to an io-wq kernel worker, and
@@ -91,9 +109,16 @@ impl Storage {
             paths,
             open: RefCell::new(OpenFiles::new(n, config.max_open_files)),
             direct: RefCell::new(OpenFiles::new(n, config.max_open_files)),
-            direct_ok: Cell::new(config.direct_writes && config.writable),
+            direct_ok: Cell::new(config.write_paths != WritePaths::Buffered && config.writable),
             bounce: RefCell::new(Vec::new()),
             direct_bytes: Cell::new(0),
+            chooser: RefCell::new(match config.write_paths {
+                WritePaths::Adaptive { trial_bytes } => Some(WriteChooser::new(
+                    trial_bytes,
+                    trial_bytes * STRETCH_PER_TRIAL,
+                )),
+                _ => None,
+            }),
             write_slots: tokio::sync::Semaphore::new(config.max_writes_in_flight.max(1)),
             config,
             dirty: RefCell::new(vec![false; n]),
@@ -137,19 +162,45 @@ impl Storage {
             .acquire()
             .await
             .expect("the semaphore is never closed");
+        let started = Instant::now();
+        let len: usize = chunks.iter().map(Chunk::len).sum();
+        let path = self.write_slotted(&handle, file, offset, chunks).await?;
+        if let Some(chooser) = self.chooser.borrow_mut().as_mut() {
+            chooser.record(path, len as u64, started.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Writes `chunks` at `offset` of `file`, holding a write slot; returns the path the
+    /// aligned middle took.
+    async fn write_slotted(
+        &self,
+        handle: &File,
+        file: usize,
+        offset: u64,
+        chunks: Vec<Chunk>,
+    ) -> io::Result<WritePath> {
         let len: usize = chunks.iter().map(Chunk::len).sum();
         let middle = aligned_middle(offset, len as u64);
+        let chosen = match self.chooser.borrow_mut().as_mut() {
+            Some(chooser) if middle.is_some() => chooser.choose(len as u64),
+            _ => WritePath::Direct,
+        };
         let direct = match middle {
-            Some(_) if self.direct_ok.get() => self.direct_handle(file).await,
+            Some(_) if self.direct_ok.get() && chosen == WritePath::Direct => {
+                self.direct_handle(file).await
+            }
             _ => None,
         };
         let (Some(middle), Some(direct)) = (middle, direct) else {
-            return write_buffered(&handle, offset, chunks).await;
+            write_buffered(handle, offset, chunks).await?;
+            return Ok(WritePath::Buffered);
         };
         let (from, to) = (middle.start as usize, middle.end as usize);
         if from > 0 {
-            write_buffered(&handle, offset, cut_chunks(&chunks, 0, from)).await?;
+            write_buffered(handle, offset, cut_chunks(&chunks, 0, from)).await?;
         }
+        let mut path = WritePath::Direct;
         match self
             .write_direct(&direct, offset + middle.start, &chunks, from..to)
             .await
@@ -159,23 +210,24 @@ impl Storage {
                 tracing::debug!("direct writes refused ({e}); writing through the page cache");
                 self.direct_ok.set(false);
                 write_buffered(
-                    &handle,
+                    handle,
                     offset + middle.start,
                     cut_chunks(&chunks, from, to - from),
                 )
                 .await?;
+                path = WritePath::Buffered;
             }
             Err(e) => return Err(e),
         }
         if to < len {
             write_buffered(
-                &handle,
+                handle,
                 offset + middle.end,
                 cut_chunks(&chunks, to, len - to),
             )
             .await?;
         }
-        Ok(())
+        Ok(path)
     }
 
     /// Copies `range` of `chunks` into an aligned buffer and writes it at `offset` (aligned).

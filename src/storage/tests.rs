@@ -108,7 +108,8 @@ fn preallocation_reserves_full_size() {
 
 /// Runs of blocks written out of order across files whose boundaries fall mid-page: each
 /// write's aligned middle goes direct, its partial pages through the page cache, and every
-/// byte reads back, with buffered writes alone as the reference.
+/// byte reads back, with buffered writes alone as the reference, and with the adaptive
+/// chooser switching between the two.
 #[test]
 fn direct_and_buffered_writes_give_the_same_files() {
     const BLOCK: usize = 16 << 10;
@@ -120,12 +121,16 @@ fn direct_and_buffered_writes_give_the_same_files() {
     ];
     let total: usize = sizes.iter().map(|s| s.0 as usize).sum();
     let data: Vec<u8> = (0..total).map(|i| (i * 7 + i / 4096) as u8).collect();
-    for direct_writes in [true, false] {
+    // Adaptive with trials of two writes: both paths are taken within these 130 KB.
+    let adaptive = WritePaths::Adaptive {
+        trial_bytes: 2 * BLOCK as u64,
+    };
+    for write_paths in [WritePaths::Direct, WritePaths::Buffered, adaptive] {
         let dir = tempfile::tempdir().unwrap();
         let data = &data;
         tokio_uring::start(async move {
             let config = StorageConfig {
-                direct_writes,
+                write_paths,
                 ..StorageConfig::default()
             };
             let s = storage(dir.path(), &sizes, config);
@@ -149,19 +154,19 @@ fn direct_and_buffered_writes_give_the_same_files() {
             s.sync().await.unwrap();
             let (res, buf) = s.read(0, total, Vec::new()).await;
             res.unwrap();
-            assert!(
-                buf == *data,
-                "files differ with direct_writes = {direct_writes}"
-            );
+            assert!(buf == *data, "files differ with {write_paths:?} writes");
             // /tmp is ext4 here: most bytes went direct; the rest were partial pages.
             let direct = s.direct_bytes() as usize;
-            if direct_writes {
-                assert!(
+            match write_paths {
+                WritePaths::Direct => assert!(
                     direct > total / 2,
                     "only {direct} of {total} bytes went direct"
-                );
-            } else {
-                assert_eq!(direct, 0);
+                ),
+                WritePaths::Buffered => assert_eq!(direct, 0),
+                WritePaths::Adaptive { .. } => assert!(
+                    direct > 0 && direct < total * 3 / 4,
+                    "{direct} of {total} bytes went direct"
+                ),
             }
         });
     }
