@@ -49,6 +49,30 @@ fn spate_to_spate_multi_file() {
     }
 }
 
+/// `--write-mode adaptive` over 80 MiB: a 32 MiB trial through the page cache, one with
+/// O_DIRECT, then the faster path; both paths carry bytes and the files come out whole.
+#[test]
+fn adaptive_writes_take_both_paths() {
+    let fx = Fixture::single(320 * PIECE);
+    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+    let out = fx.out_dir("leech");
+    let peer = seeder.addr().to_string();
+    let leecher = start_leecher(
+        &fx.torrent,
+        &out,
+        &["--peer", &peer, "--write-mode", "adaptive"],
+    );
+    let report = report_of(&leecher.wait(LIMIT));
+    fx.assert_same_files(&out);
+    let direct = report["direct_bytes"].as_u64().unwrap();
+    let total = report["total_bytes"].as_u64().unwrap();
+    // /tmp is ext4 here (O_DIRECT works): the second trial alone is 32 MiB.
+    assert!(
+        direct >= 16 << 20 && direct < total - (16 << 20),
+        "{direct} of {total} bytes went direct"
+    );
+}
+
 /// Waits until `spate verify` finds at least `pieces` complete pieces in `out`.
 fn wait_for_pieces(torrent: &Path, out: &Path, pieces: u64) {
     let deadline = Instant::now() + LIMIT;

@@ -39,6 +39,8 @@ pub enum WriteMode {
     /// Buffered below `DIRECT_WRITES_FROM` bytes; from there each write on whichever path,
     /// direct or buffered, served bytes faster in its latest trial.
     Auto,
+    /// Each write on whichever path served bytes faster in its latest trial, at any size.
+    Adaptive,
     /// The page-aligned part of every write with O_DIRECT.
     Direct,
     /// Everything through the page cache.
@@ -56,6 +58,9 @@ impl WriteMode {
     pub fn paths_for(self, total_length: u64) -> WritePaths {
         match self {
             WriteMode::Auto if total_length >= DIRECT_WRITES_FROM => WritePaths::Adaptive {
+                trial_bytes: storage::TRIAL_BYTES,
+            },
+            WriteMode::Adaptive => WritePaths::Adaptive {
                 trial_bytes: storage::TRIAL_BYTES,
             },
             WriteMode::Auto | WriteMode::Buffered => WritePaths::Buffered,
