@@ -59,7 +59,8 @@ pub struct DownloadArgs {
     #[arg(long)]
     preallocate: bool,
     /// How data reaches the disk: `direct` writes its page-aligned part with O_DIRECT (no
-    /// page cache), `buffered` through the page cache, `auto` direct from 1.5 GiB up.
+    /// page cache), `buffered` through the page cache, `adaptive` each write on whichever of
+    /// the two served bytes faster lately, `auto` buffered below 1.5 GiB, adaptive from there.
     #[arg(long, value_enum, default_value = "auto")]
     write_mode: WriteMode,
     /// Seconds between saves of resume data while downloading.

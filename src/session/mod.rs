@@ -36,8 +36,8 @@ pub(crate) const UPLOAD_MEMORY: usize = 32 << 20;
 /// the measurements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriteMode {
-    /// Buffered below `DIRECT_WRITES_FROM` bytes; from there each write on whichever path,
-    /// direct or buffered, served bytes faster in its latest trial.
+    /// Buffered below 1.5 GiB (`DIRECT_WRITES_FROM`); from there each write on whichever
+    /// path, direct or buffered, served bytes faster in its latest trial.
     Auto,
     /// Each write on whichever path served bytes faster in its latest trial, at any size.
     Adaptive,
