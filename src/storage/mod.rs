@@ -26,7 +26,7 @@ use std::time::Instant;
 use tokio_uring::buf::BoundedBuf;
 use tokio_uring::fs::File;
 pub use write_path::TRIAL_BYTES;
-use write_path::{WriteChooser, WritePath, STRETCH_PER_TRIAL};
+use write_path::{WriteChooser, WritePath};
 
 /// How a torrent's files are opened.
 #[derive(Debug, Clone)]
@@ -113,10 +113,7 @@ impl Storage {
             bounce: RefCell::new(Vec::new()),
             direct_bytes: Cell::new(0),
             chooser: RefCell::new(match config.write_paths {
-                WritePaths::Adaptive { trial_bytes } => Some(WriteChooser::new(
-                    trial_bytes,
-                    trial_bytes * STRETCH_PER_TRIAL,
-                )),
+                WritePaths::Adaptive { trial_bytes } => Some(WriteChooser::new(trial_bytes)),
                 _ => None,
             }),
             write_slots: tokio::sync::Semaphore::new(config.max_writes_in_flight.max(1)),
@@ -164,23 +161,27 @@ impl Storage {
             .expect("the semaphore is never closed");
         let started = Instant::now();
         let len: usize = chunks.iter().map(Chunk::len).sum();
-        let path = self.write_slotted(&handle, file, offset, chunks).await?;
-        if let Some(chooser) = self.chooser.borrow_mut().as_mut() {
+        let path = self
+            .write_slotted(&handle, file, offset, len, chunks)
+            .await?;
+        // Writes without a whole aligned page had no choice to make; their fixed cost would
+        // only skew the page cache's measured rate.
+        if let (Some(path), Some(chooser)) = (path, self.chooser.borrow_mut().as_mut()) {
             chooser.record(path, len as u64, started.elapsed());
         }
         Ok(())
     }
 
-    /// Writes `chunks` at `offset` of `file`, holding a write slot; returns the path the
-    /// aligned middle took.
+    /// Writes `chunks` (`len` bytes) at `offset` of `file`, holding a write slot; returns
+    /// the path the aligned middle took, None if there was none.
     async fn write_slotted(
         &self,
         handle: &File,
         file: usize,
         offset: u64,
+        len: usize,
         chunks: Vec<Chunk>,
-    ) -> io::Result<WritePath> {
-        let len: usize = chunks.iter().map(Chunk::len).sum();
+    ) -> io::Result<Option<WritePath>> {
         let middle = aligned_middle(offset, len as u64);
         let chosen = match self.chooser.borrow_mut().as_mut() {
             Some(chooser) if middle.is_some() => chooser.choose(len as u64),
@@ -192,9 +193,10 @@ impl Storage {
             }
             _ => None,
         };
+        let had_middle = middle.is_some();
         let (Some(middle), Some(direct)) = (middle, direct) else {
             write_buffered(handle, offset, chunks).await?;
-            return Ok(WritePath::Buffered);
+            return Ok(had_middle.then_some(WritePath::Buffered));
         };
         let (from, to) = (middle.start as usize, middle.end as usize);
         if from > 0 {
@@ -227,7 +229,7 @@ impl Storage {
             )
             .await?;
         }
-        Ok(path)
+        Ok(Some(path))
     }
 
     /// Copies `range` of `chunks` into an aligned buffer and writes it at `offset` (aligned).

@@ -37,13 +37,12 @@ impl WritePath {
 pub const TRIAL_BYTES: u64 = 32 << 20;
 /// How many times the trial's bytes are written on the faster path before the other is tried
 /// again: the trials cost at most an eighth of the slower path's extra time.
-pub const STRETCH_PER_TRIAL: u64 = 8;
+const STRETCH_PER_TRIAL: u64 = 8;
 
 /// Alternates short trials of each path with long stretches on the faster one.
 #[derive(Debug)]
 pub struct WriteChooser {
-    probe_bytes: u64,
-    settle_bytes: u64,
+    trial_bytes: u64,
     current: WritePath,
     /// Whether the current stretch is a trial.
     trial: bool,
@@ -58,13 +57,13 @@ pub struct WriteChooser {
 }
 
 impl WriteChooser {
-    pub fn new(probe_bytes: u64, settle_bytes: u64) -> WriteChooser {
+    /// A chooser trying each path for `trial_bytes` at a time (`TRIAL_BYTES` in use).
+    pub fn new(trial_bytes: u64) -> WriteChooser {
         WriteChooser {
-            probe_bytes,
-            settle_bytes,
+            trial_bytes,
             current: WritePath::Buffered,
             trial: true,
-            left: probe_bytes,
+            left: trial_bytes,
             rate: [None; 2],
             since: [(0, Duration::ZERO); 2],
             tried: [true, false],
@@ -107,7 +106,7 @@ impl WriteChooser {
             self.current = other;
             self.tried[other.index()] = true;
             self.trial = true;
-            self.left = self.probe_bytes;
+            self.left = self.trial_bytes;
             return;
         }
         // After a trial, the faster path (one never measured counts as the slower).
@@ -117,7 +116,7 @@ impl WriteChooser {
             self.current = other;
         }
         self.trial = false;
-        self.left = self.settle_bytes;
+        self.left = self.trial_bytes * STRETCH_PER_TRIAL;
     }
 }
 
@@ -146,7 +145,7 @@ mod tests {
     fn settles_on_the_faster_path_and_keeps_trying_the_other() {
         // (buffered, direct) speeds: a slow page cache (new pages cost CPU), then a slow disk.
         for (buffered_speed, direct_speed) in [(300e6, 1200e6), (600e6, 300e6)] {
-            let mut c = WriteChooser::new(8 * MIB, 64 * MIB);
+            let mut c = WriteChooser::new(8 * MIB);
             let [buffered, direct] = drive(&mut c, 1024 * MIB, |p| match p {
                 WritePath::Buffered => buffered_speed,
                 WritePath::Direct => direct_speed,
@@ -163,7 +162,7 @@ mod tests {
 
     #[test]
     fn moves_to_direct_once_the_page_cache_slows_down() {
-        let mut c = WriteChooser::new(8 * MIB, 64 * MIB);
+        let mut c = WriteChooser::new(8 * MIB);
         let before = drive(&mut c, 1024 * MIB, |p| match p {
             WritePath::Buffered => 600e6,
             WritePath::Direct => 300e6,
@@ -185,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_stretch_without_completions_keeps_the_last_rate() {
-        let mut c = WriteChooser::new(4 * MIB, 16 * MIB);
+        let mut c = WriteChooser::new(4 * MIB);
         // Nothing finishes during the first trial: the chooser still moves on, unharmed.
         for _ in 0..4 {
             assert_eq!(c.choose(MIB), WritePath::Buffered);
