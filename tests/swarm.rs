@@ -5,7 +5,7 @@
 mod common;
 
 use common::fake_peer::{Behaviour, FakePeer};
-use common::swarm::{free_port, report_of, Proc};
+use common::swarm::{final_report, free_port, report_of, Proc};
 use common::tracker_clients::SpateTracker;
 use common::*;
 use spate::metainfo::Metainfo;
@@ -108,7 +108,7 @@ fn leechers_finish_by_trading_what_each_got_from_a_partial_seed() {
     for (i, l) in leechers.into_iter().enumerate() {
         l.signal("TERM");
         let out = l.wait(Duration::from_secs(10));
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let report = final_report(&out.stdout);
         assert!(
             report["uploaded_bytes"].as_u64().unwrap() > 0,
             "leecher {i} uploaded nothing: {report}"

@@ -110,7 +110,11 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     config.resume_interval = Duration::from_secs(args.resume_interval);
     let verb = "downloading".to_string();
     let display = Display::new(args.swarm.quiet, meta.info.total_length, verb);
-    let report = tokio_uring::start(session::run(Arc::clone(&meta), config, |p| display.show(p)))?;
+    let notice = VerifiedNotice::new(args.json, args.swarm.quiet);
+    let report = tokio_uring::start(session::run(Arc::clone(&meta), config, |p| {
+        display.show(p);
+        notice.observe(p, &display);
+    }))?;
     display.finish();
     print_report(&report, &meta, args.stats, args.json);
     Ok(say_if_interrupted(exit_code(&report)))
@@ -227,6 +231,50 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Says once, the moment every piece is verified, that the download is complete: with
+/// `--json` as a line `{"event":"verified",...}` on stdout (the end-of-run object follows
+/// when the run ends), otherwise as a message unless quiet. The closing flush to disk and
+/// the resume save come after it; the process exits once they are done.
+struct VerifiedNotice {
+    started: Instant,
+    said: std::cell::Cell<bool>,
+    json: bool,
+    quiet: bool,
+}
+
+impl VerifiedNotice {
+    fn new(json: bool, quiet: bool) -> VerifiedNotice {
+        VerifiedNotice {
+            started: Instant::now(),
+            said: std::cell::Cell::new(false),
+            json,
+            quiet,
+        }
+    }
+
+    fn observe(&self, p: &Progress, display: &Display) {
+        if self.said.get() || p.checking.is_some() || p.have_bytes < p.total_bytes {
+            return;
+        }
+        self.said.set(true);
+        let secs = self.started.elapsed().as_secs_f64();
+        if self.json {
+            let unix_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            println!(
+                "{}",
+                json!({"event": "verified", "wall_s": secs, "unix_s": unix_s, "total_bytes": p.total_bytes})
+            );
+        } else if !self.quiet {
+            display.say(&format!(
+                "spate: all {} verified after {secs:.2} s; flushing to disk",
+                human_bytes(p.total_bytes)
+            ));
+        }
+    }
+}
+
 /// A progress bar on a terminal, a plain line every 5 s otherwise, nothing when quiet.
 struct Display {
     bar: Option<ProgressBar>,
@@ -294,6 +342,14 @@ impl Display {
             self.verb,
             human_bytes(p.total_bytes)
         );
+    }
+
+    /// A message that does not tear the progress bar.
+    fn say(&self, message: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(message),
+            None => eprintln!("{message}"),
+        }
     }
 
     fn finish(&self) {

@@ -369,6 +369,8 @@ async fn drive(
             }
             _ = complete.notified(), if !finished => {
                 finished = true;
+                // Every piece is verified now; the caller hears so before the closing flush.
+                on_progress(&snapshot(&ctx.torrent.borrow(), total));
                 finish_download(meta, config, ctx).await?;
                 if ctx.torrent.borrow().stats.downloaded > 0 {
                     signals.completed.notify_one(); // a seed that started complete never "completes"

@@ -128,6 +128,33 @@ pub fn report_of(out: &Output) -> serde_json::Value {
         out.status,
         stderr(out)
     );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("bad report {text:?}: {e}"))
+    let report = final_report(&out.stdout);
+    if report["complete"] == true {
+        let event = verified_event(&out.stdout)
+            .unwrap_or_else(|| panic!("a complete run printed no verified event: {report}"));
+        assert!(
+            event["wall_s"].as_f64() <= report["wall_s"].as_f64(),
+            "verified after the end: {event} {report}"
+        );
+    }
+    report
+}
+
+/// The end-of-run object of `download --json`: its last line of output.
+pub fn final_report(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad report {text:?}: {e}"))
+}
+
+/// The `{"event":"verified",...}` line `download --json` prints once every piece is verified.
+pub fn verified_event(stdout: &[u8]) -> Option<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["event"] == "verified")
 }
