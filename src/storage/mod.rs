@@ -159,7 +159,6 @@ impl Storage {
             .acquire()
             .await
             .expect("the semaphore is never closed");
-        let started = Instant::now();
         let len: usize = chunks.iter().map(Chunk::len).sum();
         let path = self
             .write_slotted(&handle, file, offset, len, chunks)
@@ -167,7 +166,7 @@ impl Storage {
         // Writes without a whole aligned page had no choice to make; their fixed cost would
         // only skew the page cache's measured rate.
         if let (Some(path), Some(chooser)) = (path, self.chooser.borrow_mut().as_mut()) {
-            chooser.record(path, len as u64, started.elapsed());
+            chooser.record(path, len as u64, Instant::now());
         }
         Ok(())
     }
@@ -184,7 +183,7 @@ impl Storage {
     ) -> io::Result<Option<WritePath>> {
         let middle = aligned_middle(offset, len as u64);
         let chosen = match self.chooser.borrow_mut().as_mut() {
-            Some(chooser) if middle.is_some() => chooser.choose(len as u64),
+            Some(chooser) if middle.is_some() => chooser.choose(len as u64, Instant::now()),
             _ => WritePath::Direct,
         };
         let direct = match middle {
