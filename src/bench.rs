@@ -91,7 +91,7 @@ fn make_torrent(data: &Path, config: &BenchConfig) -> Result<Arc<Metainfo>, Benc
     };
     let tree = scan(data, &opts).map_err(|e| BenchError::Create(e.to_string()))?;
     let pool = HashPool::per_core();
-    let bytes = tokio_uring::start(hash_and_encode(&tree, &pool, |_| {}))
+    let bytes = crate::runtime::start(hash_and_encode(&tree, &pool, |_| {}))
         .map_err(|e| BenchError::Create(e.to_string()))?;
     let meta = Metainfo::from_bytes(&bytes).map_err(|e| BenchError::Create(e.to_string()))?;
     Ok(Arc::new(meta))
@@ -133,7 +133,7 @@ pub fn run(
     seeder_config.shutdown = Some(Arc::clone(&shutdown));
     let seeder_meta = Arc::clone(&meta);
     let seeder = std::thread::spawn(move || {
-        tokio_uring::start(session::run(seeder_meta, seeder_config, |_| {}))
+        crate::runtime::start(session::run(seeder_meta, seeder_config, |_| {}))
     });
     wait_listening(SocketAddr::from(([127, 0, 0, 1], seeder_port)))?;
     let setup = started.elapsed();
@@ -151,7 +151,7 @@ pub fn run(
         let meta = Arc::clone(&meta);
         threads.push(std::thread::spawn(move || {
             let t = Instant::now();
-            let r = tokio_uring::start(session::run(meta, config, |_| {}));
+            let r = crate::runtime::start(session::run(meta, config, |_| {}));
             (t.elapsed(), r)
         }));
     }

@@ -20,6 +20,7 @@ pub mod net;
 pub mod peer;
 pub mod picker;
 pub mod ratelimit;
+pub mod runtime;
 pub mod session;
 pub mod storage;
 pub mod torrent;

@@ -76,7 +76,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<i32> {
     let bar = bytes_bar(total, "hashing");
     let pool = HashPool::per_core();
     let torrent =
-        tokio_uring::start(async { hash_and_encode(&tree, &pool, |n| bar.inc(n)).await })?;
+        crate::runtime::start(async { hash_and_encode(&tree, &pool, |n| bar.inc(n)).await })?;
     bar.finish_and_clear();
     // Parse what we made before writing it, so a tree no client could use is never saved.
     let m = Metainfo::from_bytes(&torrent).map_err(|e| BadInput(e.to_string()))?;

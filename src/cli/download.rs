@@ -111,7 +111,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     let verb = "downloading".to_string();
     let display = Display::new(args.swarm.quiet, meta.info.total_length, verb);
     let notice = VerifiedNotice::new(args.json, args.swarm.quiet);
-    let report = tokio_uring::start(session::run(Arc::clone(&meta), config, |p| {
+    let report = crate::runtime::start(session::run(Arc::clone(&meta), config, |p| {
         display.show(p);
         notice.observe(p, &display);
     }))?;
@@ -146,7 +146,7 @@ pub fn run_seed(args: SeedArgs) -> anyhow::Result<i32> {
         each[i] = p.clone();
         display.show(&Progress::sum(&each));
     });
-    let reports = tokio_uring::start(run)?;
+    let reports = crate::runtime::start(run)?;
     display.finish();
     let (mut failed, mut interrupted) = (false, false);
     for (meta, report) in metas.iter().zip(reports) {

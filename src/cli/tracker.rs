@@ -42,7 +42,7 @@ pub fn run(args: TrackerArgs) -> anyhow::Result<i32> {
         },
     };
     let bound = BoundTracker::bind(&config)?;
-    tokio_uring::start(async move {
+    crate::runtime::start(async move {
         let shutdown = Rc::new(Notify::new());
         // Signals are caught before the addresses are printed: whoever reads them may stop
         // us at once, and must get the clean stop.

@@ -45,7 +45,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     let bar = bytes_bar(m.info.total_length, "verifying");
     let mut verdicts = vec![Verdict::Missing; m.info.pieces.len()];
     let expected = Arc::new(m.info.pieces.clone());
-    tokio_uring::start(check_pieces(
+    crate::runtime::start(check_pieces(
         &storage,
         &pool,
         0..m.info.piece_count(),
