@@ -219,7 +219,11 @@ pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result
         }
         let total: usize = batch.iter().map(OutBuf::len).sum();
         outbox.writing_since.set(Some(Instant::now()));
-        write_all_vectored(&stream, batch).await?;
+        // Each partial write restarts the stall clock: a slow reader is not a stalled one.
+        write_all_vectored(&stream, batch, || {
+            outbox.writing_since.set(Some(Instant::now()))
+        })
+        .await?;
         outbox.writing_since.set(None);
         outbox.queued.set(outbox.queued.get() - total);
         outbox.pinned.set(outbox.pinned.get() - freed);
@@ -227,8 +231,13 @@ pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result
     }
 }
 
-/// Writes every byte of `bufs`, resubmitting what a short write left.
-async fn write_all_vectored(stream: &TcpStream, bufs: Vec<OutBuf>) -> io::Result<()> {
+/// Writes every byte of `bufs`, resubmitting what a short write left; `progressed` is called
+/// after every write that moved bytes.
+async fn write_all_vectored(
+    stream: &TcpStream,
+    bufs: Vec<OutBuf>,
+    progressed: impl Fn(),
+) -> io::Result<()> {
     // Explicit ends: for a Vec, `slice(..)` would reach to its capacity, not its length.
     let mut pending: Vec<_> = bufs
         .into_iter()
@@ -243,6 +252,7 @@ async fn write_all_vectored(stream: &TcpStream, bufs: Vec<OutBuf>) -> io::Result
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        progressed();
         pending = Vec::with_capacity(returned.len());
         for slice in returned {
             let len = slice.end() - slice.begin();
