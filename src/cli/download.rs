@@ -55,9 +55,10 @@ pub struct DownloadArgs {
     /// Cap on receive-buffer memory (e.g. 64M); 32 MiB already holds ~30 ms of a 1 GB/s link.
     #[arg(long, default_value = "32M", value_parser = parse_size)]
     memory_limit: u64,
-    /// Reserve every file's full size up front instead of creating sparse files.
+    /// Leave files sparse, allocating disk blocks as data arrives, instead of reserving each
+    /// file's full size when it is first written (the default, and faster).
     #[arg(long)]
-    preallocate: bool,
+    sparse: bool,
     /// How data reaches the disk: `direct` writes its page-aligned part with O_DIRECT (no
     /// page cache), `buffered` through the page cache, `adaptive` each write on whichever of
     /// the two served bytes faster lately, `auto` buffered below 1.5 GiB, adaptive from there.
@@ -105,7 +106,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     let mut config = session_config(args.output.clone(), &args.swarm);
     config.seed = args.seed;
     config.memory_limit = args.memory_limit as usize;
-    config.preallocate = args.preallocate;
+    config.preallocate = !args.sparse;
     config.write_mode = args.write_mode;
     config.resume_interval = Duration::from_secs(args.resume_interval);
     let verb = "downloading".to_string();

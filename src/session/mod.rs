@@ -82,6 +82,7 @@ pub struct SessionConfig {
     pub memory_limit: usize,
     /// Keep running and uploading after the download completes.
     pub seed: bool,
+    /// Reserve each file's full size when it is first opened (see `StorageConfig`).
     pub preallocate: bool,
     /// Whether downloaded data is written with O_DIRECT where it is page-aligned.
     pub write_mode: WriteMode,
@@ -108,7 +109,7 @@ impl Default for SessionConfig {
             max_peers: 200,
             memory_limit: 32 << 20,
             seed: false,
-            preallocate: false,
+            preallocate: true,
             write_mode: WriteMode::Auto,
             upload_slots: 4,
             upload_limit: None,

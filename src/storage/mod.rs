@@ -34,6 +34,12 @@ pub struct StorageConfig {
     /// Most files held open at once; the least recently used is closed past it.
     pub max_open_files: usize,
     /// Reserve every file's full size on first open (fallocate) instead of leaving it sparse.
+    /// On by default for downloads: ext4 then has no blocks to allocate under each write, and
+    /// direct writes into the reserved extents cost less. `perf/compare --size 2G --piece 1M
+    /// --pairs libtorrent:spate`, 6 runs each alternating (2026-12-03, AMD VM): sparse
+    /// 331-567 MB/s, median 497, 3.16-5.93 leecher CPU s; reserved 510-629 MB/s, median 573,
+    /// 2.89-3.27 CPU s; at 4 GiB 263 against 387 MB/s; 200 files of 1 GiB unchanged. A file
+    /// system without fallocate gets sparse files.
     pub preallocate: bool,
     /// Open for writing and create missing files and directories (a download), or read only.
     pub writable: bool,
@@ -402,7 +408,11 @@ impl Storage {
         };
         let length = self.layout.files()[file].length;
         if self.config.preallocate && length > 0 {
-            handle.fallocate(0, length, 0).await?;
+            match handle.fallocate(0, length, 0).await {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(handle)
     }

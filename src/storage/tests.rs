@@ -88,21 +88,38 @@ fn reading_a_missing_file_is_an_error_and_read_only_never_creates() {
     assert!(!dir.path().join("d").exists());
 }
 
-#[test]
-fn preallocation_reserves_full_size() {
+/// Allocated bytes and length of `d/f0` after one 1-byte write at its start.
+fn after_one_byte(preallocate: bool) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
     tokio_uring::start(async {
         let config = StorageConfig {
-            preallocate: true,
+            preallocate,
+            write_paths: WritePaths::Buffered,
             ..StorageConfig::default()
         };
         let s = storage(dir.path(), &[(1 << 20, false)], config);
         let pool = BufferPool::new(16, 1);
         s.write(0, vec![chunk_of(&pool, b"x")]).await.unwrap();
+        s.sync().await.unwrap();
     });
-    assert_eq!(
-        std::fs::metadata(dir.path().join("d/f0")).unwrap().len(),
-        1 << 20
+    let meta = std::fs::metadata(dir.path().join("d/f0")).unwrap();
+    (meta.blocks() * 512, meta.len())
+}
+
+#[test]
+fn preallocation_reserves_full_size_and_sparse_does_not() {
+    let (allocated, len) = after_one_byte(true);
+    assert_eq!(len, 1 << 20);
+    assert!(allocated >= 1 << 20, "only {allocated} bytes reserved");
+    let (allocated, len) = after_one_byte(false);
+    assert!(
+        len < 1 << 20,
+        "a sparse file is not extended before its last byte arrives"
+    );
+    assert!(
+        allocated < 1 << 20,
+        "{allocated} bytes allocated for one byte"
     );
 }
 
