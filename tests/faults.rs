@@ -156,7 +156,9 @@ fn a_full_disk_stops_with_a_clear_error_and_resumes_once_space_is_freed() {
     let peer = seeder.addr().to_string();
     let out = fx.out_dir("small");
     let disk = SmallDisk::mount(&out, 16);
-    // Direct writes meet the full disk (tmpfs takes O_DIRECT since Linux 6.6).
+    // Reserving the 24 MiB fails first, so the file stays sparse and the download goes on
+    // until a write finds the disk full. Direct writes meet it (tmpfs takes O_DIRECT since
+    // Linux 6.6).
     let args = ["--peer", &peer, "--write-mode", "direct"];
     let first = start_leecher(&fx.torrent, &out, &args).wait(Duration::from_secs(60));
     assert_eq!(first.status.code(), Some(1), "{}", stderr(&first));
