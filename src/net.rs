@@ -49,10 +49,14 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStrea
 
 /// Tunes an accepted stream like an outgoing one.
 pub fn tune_accepted(stream: &TcpStream) -> io::Result<()> {
+    tune(&borrow_socket(stream))
+}
+
+/// `stream`'s fd as a socket2 socket, without taking ownership of it (never dropped).
+fn borrow_socket(stream: &TcpStream) -> std::mem::ManuallyDrop<Socket> {
     use std::os::fd::{AsRawFd, FromRawFd};
-    // Borrow the fd as a socket2 socket without taking ownership of it.
-    let socket = std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(stream.as_raw_fd()) });
-    tune(&socket)
+    // SAFETY: the fd stays open while `stream` lives, and ManuallyDrop never closes it.
+    std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(stream.as_raw_fd()) })
 }
 
 /// A TCP socket bound to its address but not yet listening: the port is ours (a busy port is
@@ -115,12 +119,10 @@ pub fn bind_udp_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::{AsRawFd, FromRawFd};
 
     /// The low-water mark of `stream`, checking on the way that Nagle is off.
     fn unsent_low_water(stream: &TcpStream) -> u32 {
-        let socket =
-            std::mem::ManuallyDrop::new(unsafe { Socket::from_raw_fd(stream.as_raw_fd()) });
+        let socket = borrow_socket(stream);
         assert!(socket.tcp_nodelay().unwrap());
         socket.tcp_notsent_lowat().unwrap()
     }

@@ -232,7 +232,7 @@ pub async fn run_writer(stream: Rc<TcpStream>, outbox: Rc<Outbox>) -> io::Result
 }
 
 /// Writes every byte of `bufs`, resubmitting what a short write left; `progressed` is called
-/// after every write that moved bytes.
+/// after each short write.
 async fn write_all_vectored(
     stream: &TcpStream,
     bufs: Vec<OutBuf>,
@@ -252,7 +252,6 @@ async fn write_all_vectored(
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        progressed();
         pending = Vec::with_capacity(returned.len());
         for slice in returned {
             let len = slice.end() - slice.begin();
@@ -264,6 +263,9 @@ async fn write_all_vectored(
             let end = slice.end();
             written = 0;
             pending.push(slice.into_inner().slice(begin..end));
+        }
+        if !pending.is_empty() {
+            progressed();
         }
     }
     Ok(())
