@@ -10,6 +10,7 @@ pub mod resume;
 mod trackers;
 
 use crate::check::{check_pieces, PieceCheck};
+use crate::hash::HashPlacement;
 use crate::metainfo::Metainfo;
 use crate::peer::conn::{ConnContext, FatalSlot};
 use crate::storage::{self, Storage, StorageConfig, WritePaths};
@@ -98,6 +99,8 @@ pub struct SessionConfig {
     pub shutdown: Option<Arc<tokio::sync::Notify>>,
     /// Stop on SIGINT/SIGTERM (the command line); off when several sessions share a process.
     pub handle_signals: bool,
+    /// Where arriving blocks are hashed.
+    pub hash_placement: HashPlacement,
 }
 
 impl Default for SessionConfig {
@@ -117,6 +120,7 @@ impl Default for SessionConfig {
             use_trackers: true,
             shutdown: None,
             handle_signals: true,
+            hash_placement: HashPlacement::for_this_machine(),
         }
     }
 }
@@ -237,8 +241,11 @@ async fn run_torrent(
     let storage = Rc::new(Storage::new(&config.out_dir, &meta.info, storage_config));
     let pool = Arc::clone(&hub.hash_pool);
     let have = initial_have(&meta, config, hub, &mut on_progress).await;
-    let (verifier, mut verdicts) =
-        Verifier::new(Arc::clone(&pool), Arc::new(meta.info.pieces.clone()));
+    let (verifier, mut verdicts) = Verifier::new(
+        Arc::clone(&pool),
+        Arc::new(meta.info.pieces.clone()),
+        config.hash_placement,
+    );
     let torrent_config = TorrentConfig {
         upload_slots: config.upload_slots,
     };

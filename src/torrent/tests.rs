@@ -2,7 +2,7 @@
 //! outbox and the returned decisions come out.
 
 use super::*;
-use crate::hash::HashPool;
+use crate::hash::{HashPlacement, HashPool};
 use std::sync::Arc;
 
 const PIECE: u32 = 32 << 10;
@@ -18,6 +18,7 @@ fn torrent(pieces: u32, have: &[u32]) -> Torrent {
     let (verifier, _rx) = Verifier::new(
         Arc::new(HashPool::new(1)),
         Arc::new(vec![[0; 20]; pieces as usize]),
+        HashPlacement::Workers,
     );
     Torrent::new(layout, bits, verifier, TorrentConfig::default())
 }

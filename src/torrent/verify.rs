@@ -1,11 +1,13 @@
 //! Piece verification for a download in progress. Blocks that arrive in order are fed to a
-//! running SHA-1 on a hashing thread as they arrive (the thread chosen by piece index, so one
-//! piece's blocks are hashed in order); when the piece is complete and written, the hash is
+//! running SHA-1 as they arrive, either right on the I/O thread while the bytes are still in
+//! its cache, or on a hashing thread chosen by piece index (so one piece's blocks are hashed
+//! in order); see `HashPlacement`. When the piece is complete and written, the hash is
 //! finished, after hashing any tail that arrived out of order (re-read from disk by the
-//! caller). Verdicts come back on a channel that the I/O thread drains.
+//! caller, and always hashed on a hashing thread). Verdicts come back on a channel that the
+//! I/O thread drains.
 
 use crate::buffer::Chunk;
-use crate::hash::{HashPool, PieceHasher};
+use crate::hash::{HashPlacement, HashPool, PieceHasher};
 use crate::types::PieceIndex;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,8 +23,9 @@ pub struct HashVerdict {
     pub since: Instant,
 }
 
-/// Running hash states, one map per hashing thread; only that thread touches its map, so
-/// the locks are never contended.
+/// Running hash states, one map per hashing thread; only that thread (or, with
+/// `HashPlacement::IoThread`, the I/O thread) touches its map, so the locks are never
+/// contended.
 struct Shards(Vec<Mutex<HashMap<u32, PieceHasher>>>);
 
 /// A piece's tail re-read from disk. It holds its share of the session's budget for such
@@ -37,6 +40,7 @@ pub struct Verifier {
     shards: Arc<Shards>,
     expected: Arc<Vec<[u8; 20]>>,
     verdicts: mpsc::UnboundedSender<HashVerdict>,
+    placement: HashPlacement,
 }
 
 impl Verifier {
@@ -45,6 +49,7 @@ impl Verifier {
     pub fn new(
         pool: Arc<HashPool>,
         expected: Arc<Vec<[u8; 20]>>,
+        placement: HashPlacement,
     ) -> (Verifier, mpsc::UnboundedReceiver<HashVerdict>) {
         let shards = (0..pool.workers())
             .map(|_| Mutex::new(HashMap::new()))
@@ -55,6 +60,7 @@ impl Verifier {
             shards: Arc::new(Shards(shards)),
             expected,
             verdicts: tx,
+            placement,
         };
         (v, rx)
     }
@@ -63,7 +69,7 @@ impl Verifier {
     pub fn feed(&self, piece: PieceIndex, data: Vec<Chunk>) {
         let shards = Arc::clone(&self.shards);
         let shard = self.shard_of(piece);
-        self.pool.submit_to(shard, move || {
+        self.run(shard, true, move || {
             let mut map = shards.0[shard].lock().expect("hash shard lock");
             let h = map.entry(piece.0).or_default();
             for c in &data {
@@ -79,7 +85,8 @@ impl Verifier {
         let shard = self.shard_of(piece);
         let expected = self.expected[piece.as_usize()];
         let tx = self.verdicts.clone();
-        self.pool.submit_to(shard, move || {
+        let small = tail.is_none();
+        self.run(shard, small, move || {
             let mut h = shards.0[shard]
                 .lock()
                 .expect("hash shard lock")
@@ -97,7 +104,7 @@ impl Verifier {
     pub fn discard(&self, piece: PieceIndex) {
         let shards = Arc::clone(&self.shards);
         let shard = self.shard_of(piece);
-        self.pool.submit_to(shard, move || {
+        self.run(shard, true, move || {
             shards.0[shard]
                 .lock()
                 .expect("hash shard lock")
@@ -105,7 +112,71 @@ impl Verifier {
         });
     }
 
+    /// Runs `job` on the I/O thread if the placement says so and the job is `small` (a
+    /// block's worth of hashing), else on the hashing thread of `shard`. A piece's jobs stay
+    /// in order either way: a piece's large job (its tail) is its last until its verdict.
+    fn run(&self, shard: usize, small: bool, job: impl FnOnce() + Send + 'static) {
+        if small && self.placement == HashPlacement::IoThread {
+            job()
+        } else {
+            self.pool.submit_to(shard, job)
+        }
+    }
+
     fn shard_of(&self, piece: PieceIndex) -> usize {
         piece.as_usize() % self.shards.0.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::BufferPool;
+    use crate::hash::sha1;
+
+    fn chunk_of(pool: &BufferPool, bytes: &[u8]) -> Vec<Chunk> {
+        let mut buf = pool.try_take().expect("a free test buffer");
+        buf.extend_from_slice(bytes);
+        let len = buf.len();
+        vec![Chunk::new(buf.freeze(), 0..len)]
+    }
+
+    /// Piece 0 arrives in order, piece 1 has a tail re-read from disk, piece 2 is corrupt and
+    /// then fetched again: the verdicts are the same wherever the blocks are hashed.
+    #[test]
+    fn verdicts_do_not_depend_on_where_blocks_are_hashed() {
+        let data: Vec<Vec<u8>> = (0..3u8).map(|p| vec![p + 1; 64]).collect();
+        let expected = Arc::new(data.iter().map(|d| sha1(d)).collect::<Vec<_>>());
+        let budget = Arc::new(tokio::sync::Semaphore::new(4));
+        let pool = BufferPool::new(64, 16);
+        for placement in [HashPlacement::IoThread, HashPlacement::Workers] {
+            let (v, mut verdicts) =
+                Verifier::new(Arc::new(HashPool::new(2)), Arc::clone(&expected), placement);
+            let now = Instant::now();
+            let mut verdict = || {
+                let got = verdicts.blocking_recv().expect("a verdict");
+                (got.piece.0, got.ok)
+            };
+            v.feed(PieceIndex(0), chunk_of(&pool, &data[0][..32]));
+            v.feed(PieceIndex(0), chunk_of(&pool, &data[0][32..]));
+            v.finish(PieceIndex(0), None, now);
+            assert_eq!(verdict(), (0, true), "{placement:?}");
+
+            v.feed(PieceIndex(1), chunk_of(&pool, &data[1][..16]));
+            let tail = TailBytes {
+                data: data[1][16..].to_vec(),
+                budget: Arc::clone(&budget).try_acquire_owned().unwrap(),
+            };
+            v.finish(PieceIndex(1), Some(tail), now);
+            assert_eq!(verdict(), (1, true), "{placement:?}");
+
+            v.feed(PieceIndex(2), chunk_of(&pool, &[0; 64]));
+            v.finish(PieceIndex(2), None, now);
+            assert_eq!(verdict(), (2, false), "{placement:?}");
+            v.discard(PieceIndex(2));
+            v.feed(PieceIndex(2), chunk_of(&pool, &data[2]));
+            v.finish(PieceIndex(2), None, now);
+            assert_eq!(verdict(), (2, true), "{placement:?}");
+        }
     }
 }
