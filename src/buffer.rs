@@ -16,6 +16,7 @@ pub struct BufferPool {
 
 struct PoolInner {
     buf_size: usize,
+    count: usize,
     permits: Arc<Semaphore>,
     /// Buffers returned to the pool, reused before new ones are allocated.
     free: Mutex<Vec<Vec<u8>>>,
@@ -27,6 +28,7 @@ impl BufferPool {
         BufferPool {
             inner: Arc::new(PoolInner {
                 buf_size,
+                count: count.max(1),
                 permits: Arc::new(Semaphore::new(count.max(1))),
                 free: Mutex::new(Vec::new()),
             }),
@@ -40,6 +42,11 @@ impl BufferPool {
 
     pub fn buf_size(&self) -> usize {
         self.inner.buf_size
+    }
+
+    /// Buffers the pool may hand out at once.
+    pub fn buffers(&self) -> usize {
+        self.inner.count
     }
 
     /// Buffers that could be taken right now without waiting.
@@ -204,6 +211,11 @@ impl Chunk {
 
     pub fn is_empty(&self) -> bool {
         self.start == self.end
+    }
+
+    /// Identifies the buffer this chunk points into (equal for chunks of one buffer).
+    pub fn buffer_id(&self) -> usize {
+        Arc::as_ptr(&self.buf) as usize
     }
 
     /// A sub-view, `range` relative to this chunk.

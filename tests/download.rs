@@ -169,6 +169,29 @@ fn peers_that_break_the_protocol_are_dropped() {
     }
 }
 
+/// A seeder that sends each piece's blocks last to first: the blocks ahead of the hash are
+/// held in memory and hashed once the first arrives, so nothing is read back from disk. With
+/// the smallest memory limit the hold gives up and pieces are finished from disk instead;
+/// either way every byte is right.
+#[test]
+fn blocks_that_arrive_out_of_order_are_hashed_without_reading_them_back() {
+    let fx = Fixture::single(24 * PIECE + 7);
+    let peer = FakePeer::start(&fx.meta, fx.payload(), Behaviour::Reversed);
+    for (limit, reread) in [("32M", false), ("1M", true)] {
+        let out = fx.out_dir(&format!("leech-{limit}"));
+        let args = ["--peer", &peer.addr.to_string(), "--memory-limit", limit];
+        let report = report_of(&start_leecher(&fx.torrent, &out, &args).wait(LIMIT));
+        fx.assert_same_files(&out);
+        assert_eq!(report["hash_failures"], 0, "{limit}: {report}");
+        let reread_bytes = report["reread_bytes"].as_u64().unwrap();
+        if reread {
+            eprintln!("with a {limit} memory limit {reread_bytes} bytes were read back");
+        } else {
+            assert_eq!(reread_bytes, 0, "{limit}: {report}");
+        }
+    }
+}
+
 #[test]
 fn a_silent_peer_does_not_stall_the_download() {
     download_beside(Behaviour::Silent);

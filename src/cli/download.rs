@@ -205,6 +205,7 @@ fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, 
             "peers_dropped": report.peers_dropped,
             "peers_banned": report.peers_banned,
             "direct_bytes": report.direct_bytes,
+            "reread_bytes": report.reread_bytes,
             "peak_rss_mib": peak_rss_mib(),
             "latency": report.stats_json,
         });

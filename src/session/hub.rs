@@ -45,6 +45,9 @@ pub struct Hub {
     pub tail_reads: Arc<tokio::sync::Semaphore>,
     /// Each torrent's share of the session's open files.
     pub open_files_per_torrent: usize,
+    /// Receive buffers each torrent may hold out of the pool for blocks that arrived ahead
+    /// of their piece's hash: a quarter of the pool over all torrents.
+    pub reorder_buffers_per_torrent: usize,
     /// One torrent checks its data at a time: the disk reads in order, and the check's
     /// read-ahead memory is spent once per session rather than once per torrent.
     pub check_turn: tokio::sync::Semaphore,
@@ -69,14 +72,17 @@ impl Hub {
         };
         let socket = BoundSocket::bind(config.listen).map_err(listen_error)?;
         let listen_addr = socket.local_addr().map_err(listen_error)?;
+        let receive_pool = BufferPool::with_memory_limit(
+            RECEIVE_BUFFER,
+            config.memory_limit.max(4 * RECEIVE_BUFFER),
+        );
+        let reorder_buffers_per_torrent = receive_pool.buffers() / 4 / torrents.max(1);
         Ok(Rc::new(Hub {
             listen_addr,
             peer_id: PeerId::generate(),
             hash_pool: Arc::new(HashPool::per_core()),
-            receive_pool: BufferPool::with_memory_limit(
-                RECEIVE_BUFFER,
-                config.memory_limit.max(4 * RECEIVE_BUFFER),
-            ),
+            receive_pool,
+            reorder_buffers_per_torrent,
             control_pool: BufferPool::new(CONTROL_BUFFER, MAX_IDLE_READS),
             upload_pools: SizedPools::new(
                 (BLOCK_SIZE as usize, UPLOAD_MEMORY / 4),

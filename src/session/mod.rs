@@ -194,6 +194,8 @@ pub struct Report {
     pub peers_banned: u32,
     /// Bytes written with O_DIRECT (the rest of the download went through the page cache).
     pub direct_bytes: u64,
+    /// Bytes read back from disk to finish hashing pieces whose blocks arrived out of order.
+    pub reread_bytes: u64,
 }
 
 /// Runs a session for `meta` until it completes (and, with `seed`, until interrupted).
@@ -248,6 +250,7 @@ async fn run_torrent(
     );
     let torrent_config = TorrentConfig {
         upload_slots: config.upload_slots,
+        reorder_buffers: hub.reorder_buffers_per_torrent,
     };
     let torrent = Rc::new(RefCell::new(Torrent::new(
         storage.layout().clone(),
@@ -333,6 +336,7 @@ async fn run_torrent(
         peers_dropped: t.stats.peers_dropped,
         peers_banned: t.stats.peers_banned,
         direct_bytes: storage.direct_bytes(),
+        reread_bytes: t.stats.reread_bytes,
     })
 }
 

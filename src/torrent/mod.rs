@@ -6,6 +6,7 @@
 //! here awaits, so the state is never borrowed across an I/O operation.
 
 mod peer_state;
+mod reorder;
 mod stats;
 mod verify;
 
@@ -23,6 +24,7 @@ use crate::picker::{BlockReceived, PeerKey, Picker};
 use crate::types::{BlockRef, PeerId, PieceIndex};
 use crate::wire::{validate_bitfield, Message};
 use bitvec::prelude::{BitVec, Msb0};
+use reorder::Reorder;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -86,11 +88,17 @@ pub struct TailRead {
 pub struct TorrentConfig {
     /// Peers we upload to at once.
     pub upload_slots: usize,
+    /// Receive buffers that blocks arriving ahead of their piece's hash may keep out of the
+    /// pool (see `reorder`).
+    pub reorder_buffers: usize,
 }
 
 impl Default for TorrentConfig {
     fn default() -> Self {
-        TorrentConfig { upload_slots: 4 }
+        TorrentConfig {
+            upload_slots: 4,
+            reorder_buffers: 8,
+        }
     }
 }
 
@@ -101,6 +109,9 @@ struct PieceProgress {
     hashed_to: u32,
     writes_pending: u32,
     all_received: bool,
+    /// Its blocks ahead of the hash are no longer held (the cap was reached): the piece is
+    /// finished by reading its tail back from disk.
+    spilled: bool,
 }
 
 /// Which side opened a connection.
@@ -125,6 +136,7 @@ pub struct Torrent {
     by_peer_id: HashMap<PeerId, (PeerKey, Dialler)>,
     progress: HashMap<u32, PieceProgress>,
     verifier: Verifier,
+    reorder: Reorder,
     /// Banned peers: whole IPs, except on loopback where many peers share 127.0.0.1 and
     /// only the listening address (IP and port) is banned.
     banned: HashSet<SocketAddr>,
@@ -162,6 +174,7 @@ impl Torrent {
             next_key: 0,
             by_peer_id: HashMap::new(),
             progress: HashMap::new(),
+            reorder: Reorder::new(config.reorder_buffers),
             verifier,
             banned: HashSet::new(),
             choker: Choker::new(
@@ -635,11 +648,23 @@ impl Torrent {
         }
     }
 
+    /// Feeds a block to its piece's running hash if it continues it, with any held blocks
+    /// it lets follow; a block ahead of the hash is held for later if the cap allows.
     fn feed_hash(&mut self, rb: &ReceivedBlock) {
-        let progress = self.progress.entry(rb.block.piece.0).or_default();
+        let piece = rb.block.piece;
+        let progress = self.progress.entry(piece.0).or_default();
         if progress.hashed_to == rb.block.offset {
             progress.hashed_to += rb.block.len;
-            self.verifier.feed(rb.block.piece, rb.data.clone());
+            self.verifier.feed(piece, rb.data.clone());
+            for (len, data) in self.reorder.take_from(piece.0, progress.hashed_to) {
+                progress.hashed_to += len;
+                self.verifier.feed(piece, data);
+            }
+        } else if progress.hashed_to < rb.block.offset && !progress.spilled {
+            let held = self
+                .reorder
+                .hold(piece.0, rb.block.offset, rb.block.len, rb.data.clone());
+            progress.spilled = !held;
         }
     }
 
@@ -695,6 +720,8 @@ impl Torrent {
             if progress.hashed_to == piece_len {
                 self.verifier.finish(piece, None, now);
             } else {
+                self.reorder.forget(piece.0);
+                self.stats.reread_bytes += u64::from(piece_len - progress.hashed_to);
                 tails.push(TailRead {
                     piece,
                     start: self.layout.piece_offset(piece) + u64::from(progress.hashed_to),
@@ -714,6 +741,7 @@ impl Torrent {
     /// Applies a hash verdict. Returns the peers to disconnect (banned for bad data).
     pub fn on_verdict(&mut self, v: HashVerdict, now: Instant) -> Vec<PeerKey> {
         self.progress.remove(&v.piece.0);
+        self.reorder.forget(v.piece.0);
         stats::record(
             &mut self.stats.piece_verify,
             now.saturating_duration_since(v.since),

@@ -29,6 +29,8 @@ pub struct Stats {
     pub wasted_blocks: u32,
     /// Pieces we had that could no longer be read from disk.
     pub pieces_lost: u32,
+    /// Bytes read back from disk to finish a piece's hash (blocks that arrived out of order).
+    pub reread_bytes: u64,
 }
 
 impl Default for Stats {
@@ -45,6 +47,7 @@ impl Default for Stats {
             peers_banned: 0,
             wasted_blocks: 0,
             pieces_lost: 0,
+            reread_bytes: 0,
         }
     }
 }

@@ -2,8 +2,9 @@
 //! running SHA-1 as they arrive, either right on the I/O thread while the bytes are still in
 //! its cache, or on a hashing thread chosen by piece index (so one piece's blocks are hashed
 //! in order); see `HashPlacement`. When the piece is complete and written, the hash is
-//! finished, after hashing any tail that arrived out of order (re-read from disk by the
-//! caller, and always hashed on a hashing thread). Verdicts come back on a channel that the
+//! finished, after hashing any tail that could not be fed in order (blocks that arrived
+//! ahead of a gap and were not held by `reorder`: re-read from disk by the caller, and
+//! always hashed on a hashing thread). Verdicts come back on a channel that the
 //! I/O thread drains.
 
 use crate::buffer::Chunk;

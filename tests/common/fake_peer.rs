@@ -1,7 +1,8 @@
 //! A scripted BitTorrent peer for tests, on std threads and blocking sockets: it serves a
 //! torrent's pieces honestly or misbehaves in one chosen way (corrupt data, unrequested
 //! blocks, wrong lengths, oversized frames, bad bitfields, a wrong info-hash, silence), so
-//! tests can check that spate drops it and still completes from honest peers.
+//! tests can check that spate drops it and still completes from honest peers; or it serves
+//! honestly in an unusual way (blocks out of order, part of the pieces).
 #![allow(dead_code)]
 
 use spate::metainfo::Metainfo;
@@ -35,6 +36,9 @@ pub enum Behaviour {
     WrongInfoHash,
     /// Accepts the connection and never sends a byte.
     Silent,
+    /// Honest, but answers each batch of requests with every piece's blocks in reverse
+    /// order, as seeders that read from disk in parallel often do.
+    Reversed,
     /// Honest, but has (and says it has) only the first half of the pieces.
     HalfSeed,
     /// Honest, but shows connection number i only the pieces p with p % 3 == i % 3, so three
@@ -188,6 +192,11 @@ fn answer_requests(ctx: &Ctx, stream: &mut TcpStream, stop: &AtomicBool) -> std:
             used += len;
         }
         buf.drain(..used);
+        if ctx.behaviour == Behaviour::Reversed {
+            for piece in requests.chunk_by_mut(|a, b| a.piece == b.piece) {
+                piece.reverse();
+            }
+        }
         for b in requests {
             answer(ctx, stream, b, served)?;
             served += 1;
