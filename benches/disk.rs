@@ -1,8 +1,8 @@
 //! Disk throughput through the storage layer: write then read a file (1 GiB by default;
 //! SPATE_BENCH_DISK_MIB sets another size) in 16 KiB blocks at piece offsets, with N
 //! operations in flight, beside a plain `pwrite`/`pread` loop over the same blocks in the same
-//! run. Also: blocks coalesced into 256 KiB vectored writes (16 blocks of one receive buffer
-//! per write), which is how the download engine writes. Reads and writes hit the page cache:
+//! run. Also: blocks coalesced into 256 KiB and 1 MiB vectored writes (16 or 64 blocks of one
+//! receive buffer per write; downloads make writes of up to 1 MiB). Reads and writes hit the page cache:
 //! this measures the CPU cost of the I/O path, not the device. When `fio` is installed, the
 //! same writes (block size, depth, fresh sparse file, buffered) through
 //! `fio --ioengine=io_uring` run in the same group as the reference the storage layer must stay
@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use spate::buffer::{BufferPool, Chunk};
 use spate::layout::Layout;
-use spate::storage::{Storage, StorageConfig};
+use spate::storage::{Storage, StorageConfig, WritePaths};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -29,9 +29,15 @@ fn total_bytes() -> u64 {
     mib << 20
 }
 
+/// Storage writing through the page cache, like the `fio --direct=0` references (the default
+/// `StorageConfig` writes aligned runs with O_DIRECT, which would measure the device instead).
 fn storage_at(path: &Path, total: u64) -> Storage {
     let layout = Layout::from_lengths(PIECE, [total]);
-    Storage::from_parts(layout, vec![path.to_path_buf()], StorageConfig::default())
+    let config = StorageConfig {
+        write_paths: WritePaths::Buffered,
+        ..StorageConfig::default()
+    };
+    Storage::from_parts(layout, vec![path.to_path_buf()], config)
 }
 
 /// Writes `total` bytes in writes of `blocks_per_write` 16 KiB blocks, `in_flight` at once.
@@ -168,11 +174,15 @@ fn disk(c: &mut Criterion) {
             })
         });
     }
-    for in_flight in [4usize, 16] {
-        group.bench_function(BenchmarkId::new("storage_writev_256k", in_flight), |b| {
+    for (name, blocks, in_flight) in [
+        ("storage_writev_256k", 16, 4usize),
+        ("storage_writev_256k", 16, 16),
+        ("storage_writev_1m", 64, 4),
+    ] {
+        group.bench_function(BenchmarkId::new(name, in_flight), |b| {
             b.iter_custom(|n| {
                 (0..n)
-                    .map(|_| storage_write(fresh(&path), total, 16, in_flight))
+                    .map(|_| storage_write(fresh(&path), total, blocks, in_flight))
                     .sum()
             })
         });
@@ -185,6 +195,7 @@ fn disk(c: &mut Criterion) {
     for (name, block, depth) in [
         ("fio_uring_16k", BLOCK, 16),
         ("fio_uring_256k", 16 * BLOCK, 4),
+        ("fio_uring_1m", 64 * BLOCK, 4),
     ] {
         if !fio_present {
             break;

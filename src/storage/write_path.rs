@@ -38,7 +38,7 @@ impl WritePath {
 }
 
 /// Bytes written on trial on the path not in use, each time it is tried: enough writes
-/// (~256 of 256 KiB, ~0.1 s at 600 MB/s) that one slow write or a drained backlog does not decide.
+/// (64 or more, receive buffers being 1 MiB; ~0.1 s at 600 MB/s) that one slow write or a drained backlog does not decide.
 pub const TRIAL_BYTES: u64 = 64 << 20;
 /// How many times the trial's bytes are written on the faster path before the other is tried
 /// again: the trials cost at most an eighth of the slower path's extra time.
