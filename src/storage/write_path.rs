@@ -37,8 +37,9 @@ impl WritePath {
     }
 }
 
-/// Bytes written on trial on the path not in use, each time it is tried: enough writes
-/// (64 or more, receive buffers being 1 MiB; ~0.1 s at 600 MB/s) that one slow write or a drained backlog does not decide.
+/// Bytes written on trial on the path not in use, each time it is tried: enough writes (64
+/// or more, receive buffers being 1 MiB; ~0.1 s at 600 MB/s) that one slow write or a
+/// drained backlog does not decide.
 pub const TRIAL_BYTES: u64 = 64 << 20;
 /// How many times the trial's bytes are written on the faster path before the other is tried
 /// again: the trials cost at most an eighth of the slower path's extra time.
