@@ -15,7 +15,7 @@ mod write_path;
 use crate::buffer::{cut_chunks, Chunk};
 use crate::layout::Layout;
 use crate::metainfo::Info;
-use direct::{aligned_middle, AlignedBuf};
+use direct::{aligned_middle, BouncePool};
 use open_files::OpenFiles;
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -86,7 +86,7 @@ pub struct Storage {
     /// Cleared for good when the file system refuses direct I/O.
     direct_ok: Cell<bool>,
     /// Aligned bounce buffers for direct writes, reused (at most one per write slot).
-    bounce: RefCell<Vec<AlignedBuf>>,
+    bounce: RefCell<BouncePool>,
     /// Bytes written with O_DIRECT so far.
     direct_bytes: Cell<u64>,
     /// Picks the path of each write when `WritePaths::Adaptive`.
@@ -116,7 +116,7 @@ impl Storage {
             open: RefCell::new(OpenFiles::new(n, config.max_open_files)),
             direct: RefCell::new(OpenFiles::new(n, config.max_open_files)),
             direct_ok: Cell::new(config.write_paths != WritePaths::Buffered && config.writable),
-            bounce: RefCell::new(Vec::new()),
+            bounce: RefCell::new(BouncePool::new(config.max_writes_in_flight)),
             direct_bytes: Cell::new(0),
             chooser: RefCell::new(match config.write_paths {
                 WritePaths::Adaptive { trial_bytes } => Some(WriteChooser::new(trial_bytes)),
@@ -246,21 +246,13 @@ impl Storage {
         range: std::ops::Range<usize>,
     ) -> io::Result<()> {
         let len = range.end - range.start;
-        let reused = {
-            let mut free = self.bounce.borrow_mut();
-            let fit = free.iter().position(|b| b.capacity() >= len);
-            fit.map(|i| free.swap_remove(i))
-        };
-        let mut buf = reused.unwrap_or_else(|| AlignedBuf::with_capacity(len));
+        let mut buf = self.bounce.borrow_mut().take(len);
         buf.fill_from(chunks, range.start, len);
         let (res, buf) = direct.write_all_at(buf, offset).await;
         if res.is_ok() {
             self.direct_bytes.set(self.direct_bytes.get() + len as u64);
         }
-        let mut free = self.bounce.borrow_mut();
-        if free.len() < self.config.max_writes_in_flight {
-            free.push(buf);
-        }
+        self.bounce.borrow_mut().give_back(buf);
         res
     }
 
