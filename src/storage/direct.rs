@@ -54,11 +54,7 @@ impl BouncePool {
     /// The smallest free buffer that holds `len` bytes, or a new one rounded up to
     /// `BOUNCE_GRANULE`.
     pub fn take(&mut self, len: usize) -> AlignedBuf {
-        let best = (self.free.iter().enumerate())
-            .filter(|(_, b)| b.capacity() >= len)
-            .min_by_key(|(_, b)| b.capacity())
-            .map(|(i, _)| i);
-        match best {
+        match self.smallest_holding(len) {
             Some(i) => self.free.swap_remove(i),
             None => {
                 self.allocated += 1;
@@ -71,12 +67,17 @@ impl BouncePool {
     pub fn give_back(&mut self, buf: AlignedBuf) {
         self.free.push(buf);
         if self.free.len() > self.cap {
-            let smallest = (self.free.iter().enumerate())
-                .min_by_key(|(_, b)| b.capacity())
-                .map(|(i, _)| i)
-                .expect("the pool is not empty");
+            let smallest = self.smallest_holding(0).expect("the pool is not empty");
             self.free.swap_remove(smallest);
         }
+    }
+
+    /// Index of the smallest free buffer of at least `len` bytes.
+    fn smallest_holding(&self, len: usize) -> Option<usize> {
+        (self.free.iter().enumerate())
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i)
     }
 
     /// Buffers allocated so far.
