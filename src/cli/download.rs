@@ -61,7 +61,7 @@ pub struct DownloadArgs {
     sparse: bool,
     /// How data reaches the disk: `direct` writes its page-aligned part with O_DIRECT (no
     /// page cache), `buffered` through the page cache, `adaptive` each write on whichever of
-    /// the two served bytes faster lately, `auto` buffered below 1.5 GiB, adaptive from there.
+    /// the two served bytes faster lately, `auto` buffered below 1.5 GiB, direct from there.
     #[arg(long, value_enum, default_value = "auto")]
     write_mode: WriteMode,
     /// Seconds between saves of resume data while downloading.

@@ -41,8 +41,7 @@ pub(crate) const UPLOAD_MEMORY: usize = 32 << 20;
 /// the measurements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriteMode {
-    /// Buffered below 1.5 GiB (`DIRECT_WRITES_FROM`); from there each write on whichever
-    /// path, direct or buffered, served bytes faster in its latest trial.
+    /// Buffered below 1.5 GiB (`DIRECT_WRITES_FROM`), direct from there.
     Auto,
     /// Each write on whichever path served bytes faster in its latest trial, at any size.
     Adaptive,
@@ -52,19 +51,24 @@ pub enum WriteMode {
     Buffered,
 }
 
-/// Torrent size from which `WriteMode::Auto` tries direct writes. Below it the page cache
-/// absorbs the whole download on the machines measured (at 1 GiB buffered writes were 5-15%
-/// faster, spate -> spate, same sitting); above it, which path wins depends on the machine
-/// (see `storage::write_path`).
+/// Torrent size from which `WriteMode::Auto` writes directly. Below it the page cache absorbs
+/// the whole download on the machines measured (at 1 GiB buffered writes were 5-15% faster,
+/// spate -> spate, same sitting; 200 files of 1 GiB from libtorrent 670-759 MB/s against
+/// 563-639 direct on 2026-12-05). From it up, direct writes: on the VM of 2026-12-05, 2 GiB
+/// from libtorrent gave 1125-1158 MB/s at 0.87-0.92 leecher CPU s/GiB direct against
+/// 886-1125 at 0.89-1.04 adaptive (3 alternating runs each; adaptive still sent 0.27-0.74 GB
+/// through the page cache), and direct won every alternating pair from spate, qBittorrent
+/// and aria2 too. Each new page-cache page there costs the guest a fault on the host (free
+/// pages are handed back to it: `page_reporting`), so the kernel's copy into the page cache
+/// took 36% of a buffered leecher's samples, as much as SHA-1. Only a disk slower than the
+/// page cache (one VM of 2026-12-02) favours buffered writes: `adaptive` measures that.
 pub const DIRECT_WRITES_FROM: u64 = 3 << 29;
 
 impl WriteMode {
     /// The storage write paths for a torrent of `total_length` bytes.
     pub fn paths_for(self, total_length: u64) -> WritePaths {
         match self {
-            WriteMode::Auto if total_length >= DIRECT_WRITES_FROM => WritePaths::Adaptive {
-                trial_bytes: storage::TRIAL_BYTES,
-            },
+            WriteMode::Auto if total_length >= DIRECT_WRITES_FROM => WritePaths::Direct,
             WriteMode::Adaptive => WritePaths::Adaptive {
                 trial_bytes: storage::TRIAL_BYTES,
             },
@@ -513,4 +517,28 @@ async fn initial_have(
     )
     .await;
     have
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_writes_through_the_page_cache_below_the_threshold_and_directly_from_it() {
+        let small = DIRECT_WRITES_FROM - 1;
+        assert_eq!(WriteMode::Auto.paths_for(small), WritePaths::Buffered);
+        assert_eq!(
+            WriteMode::Auto.paths_for(DIRECT_WRITES_FROM),
+            WritePaths::Direct
+        );
+        assert_eq!(WriteMode::Auto.paths_for(4 << 30), WritePaths::Direct);
+        for size in [small, 4 << 30] {
+            assert_eq!(WriteMode::Buffered.paths_for(size), WritePaths::Buffered);
+            assert_eq!(WriteMode::Direct.paths_for(size), WritePaths::Direct);
+            assert!(matches!(
+                WriteMode::Adaptive.paths_for(size),
+                WritePaths::Adaptive { .. }
+            ));
+        }
+    }
 }
