@@ -52,16 +52,13 @@ pub enum WriteMode {
 }
 
 /// Torrent size from which `WriteMode::Auto` writes directly. Below it the page cache absorbs
-/// the whole download on the machines measured (at 1 GiB buffered writes were 5-15% faster,
-/// spate -> spate, same sitting; 200 files of 1 GiB from libtorrent 670-759 MB/s against
-/// 563-639 direct on 2026-12-05). From it up, direct writes: on the VM of 2026-12-05, 2 GiB
-/// from libtorrent gave 1125-1158 MB/s at 0.87-0.92 leecher CPU s/GiB direct against
-/// 886-1125 at 0.89-1.04 adaptive (3 alternating runs each; adaptive still sent 0.27-0.74 GB
-/// through the page cache), and direct won every alternating pair from spate, qBittorrent
-/// and aria2 too. Each new page-cache page there costs the guest a fault on the host (free
-/// pages are handed back to it: `page_reporting`), so the kernel's copy into the page cache
-/// took 36% of a buffered leecher's samples, as much as SHA-1. Only a disk slower than the
-/// page cache (one VM of 2026-12-02) favours buffered writes: `adaptive` measures that.
+/// the whole download on the machines measured (1 GiB in 200 files from libtorrent, 2026-12-05:
+/// 671-759 MB/s buffered against 563-639 direct). From it up, direct writes won every
+/// alternating pair of that day (2 GiB from libtorrent 1125-1158 MB/s at 0.87-0.92 leecher CPU
+/// s/GiB against 886-1125 at 0.89-1.04 adaptive): each fresh page-cache page cost the VM a host
+/// fault (`page_reporting`), so the page-cache copy took as many samples as SHA-1. Only a disk
+/// slower than the page cache favours buffered writes; `adaptive` measures that. The README's
+/// "Direct writes and the adaptive write path" has the figures.
 pub const DIRECT_WRITES_FROM: u64 = 3 << 29;
 
 impl WriteMode {
