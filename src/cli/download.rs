@@ -61,8 +61,8 @@ pub struct DownloadArgs {
     sparse: bool,
     /// How data reaches the disk: `direct` writes its page-aligned part with O_DIRECT (no
     /// page cache), `buffered` through the page cache, `adaptive` each write on whichever of
-    /// the two served bytes faster lately, `auto` buffered below 1.5 GiB, direct from there.
-    #[arg(long, value_enum, default_value = "auto")]
+    /// the two served bytes faster lately (for a disk slower than the page cache).
+    #[arg(long, value_enum, default_value = "direct")]
     write_mode: WriteMode,
     /// Seconds between saves of resume data while downloading.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]

@@ -41,36 +41,28 @@ pub(crate) const UPLOAD_MEMORY: usize = 32 << 20;
 /// the measurements).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WriteMode {
-    /// Buffered below 1.5 GiB (`DIRECT_WRITES_FROM`), direct from there.
-    Auto,
-    /// Each write on whichever path served bytes faster in its latest trial, at any size.
-    Adaptive,
-    /// The page-aligned part of every write with O_DIRECT.
+    /// The page-aligned part of every write with O_DIRECT. The default at every size: each
+    /// fresh page-cache page costs CPU the receive and hash paths need (on the README's VM a
+    /// host fault too, `page_reporting`), and with 32 writes in flight direct writes won every
+    /// alternating pair of 2026-12-05 (1 GiB in 200 files from five seeders: 824-955 MB/s at
+    /// 1.12-1.25 leecher CPU s against 583-743 at 1.45-1.85 buffered).
     Direct,
     /// Everything through the page cache.
     Buffered,
+    /// Each write on whichever path served bytes faster in its latest trial: for a disk
+    /// slower than the page cache.
+    Adaptive,
 }
 
-/// Torrent size from which `WriteMode::Auto` writes directly. Below it the page cache absorbs
-/// the whole download on the machines measured (1 GiB in 200 files from libtorrent, 2026-12-05:
-/// 671-759 MB/s buffered against 563-639 direct). From it up, direct writes won every
-/// alternating pair of that day (2 GiB from libtorrent 1125-1158 MB/s at 0.87-0.92 leecher CPU
-/// s/GiB against 886-1125 at 0.89-1.04 adaptive): each fresh page-cache page cost the VM a host
-/// fault (`page_reporting`), so the page-cache copy took as many samples as SHA-1. Only a disk
-/// slower than the page cache favours buffered writes; `adaptive` measures that. The README's
-/// "Direct writes and the adaptive write path" has the figures.
-pub const DIRECT_WRITES_FROM: u64 = 3 << 29;
-
 impl WriteMode {
-    /// The storage write paths for a torrent of `total_length` bytes.
-    pub fn paths_for(self, total_length: u64) -> WritePaths {
+    /// The storage write paths of this mode.
+    pub fn paths(self) -> WritePaths {
         match self {
-            WriteMode::Auto if total_length >= DIRECT_WRITES_FROM => WritePaths::Direct,
+            WriteMode::Direct => WritePaths::Direct,
+            WriteMode::Buffered => WritePaths::Buffered,
             WriteMode::Adaptive => WritePaths::Adaptive {
                 trial_bytes: storage::TRIAL_BYTES,
             },
-            WriteMode::Auto | WriteMode::Buffered => WritePaths::Buffered,
-            WriteMode::Direct => WritePaths::Direct,
         }
     }
 }
@@ -118,7 +110,7 @@ impl Default for SessionConfig {
             memory_limit: 32 << 20,
             seed: false,
             preallocate: true,
-            write_mode: WriteMode::Auto,
+            write_mode: WriteMode::Direct,
             upload_slots: 4,
             upload_limit: None,
             resume_interval: Duration::from_secs(30),
@@ -241,7 +233,7 @@ async fn run_torrent(
     let started = Instant::now();
     let storage_config = StorageConfig {
         preallocate: config.preallocate,
-        write_paths: config.write_mode.paths_for(meta.info.total_length),
+        write_paths: config.write_mode.paths(),
         max_open_files: hub.open_files_per_torrent,
         ..StorageConfig::default()
     };
@@ -514,28 +506,4 @@ async fn initial_have(
     )
     .await;
     have
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn auto_writes_through_the_page_cache_below_the_threshold_and_directly_from_it() {
-        let small = DIRECT_WRITES_FROM - 1;
-        assert_eq!(WriteMode::Auto.paths_for(small), WritePaths::Buffered);
-        assert_eq!(
-            WriteMode::Auto.paths_for(DIRECT_WRITES_FROM),
-            WritePaths::Direct
-        );
-        assert_eq!(WriteMode::Auto.paths_for(4 << 30), WritePaths::Direct);
-        for size in [small, 4 << 30] {
-            assert_eq!(WriteMode::Buffered.paths_for(size), WritePaths::Buffered);
-            assert_eq!(WriteMode::Direct.paths_for(size), WritePaths::Direct);
-            assert!(matches!(
-                WriteMode::Adaptive.paths_for(size),
-                WritePaths::Adaptive { .. }
-            ));
-        }
-    }
 }

@@ -114,6 +114,11 @@ impl AlignedBuf {
         self.cap
     }
 
+    /// Bytes filled.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Replaces the contents with `len` bytes of `chunks` starting `from` bytes in.
     pub fn fill_from(&mut self, chunks: &[Chunk], from: usize, len: usize) {
         assert!(len <= self.cap, "bounce buffer too small");
