@@ -219,18 +219,17 @@ impl Storage {
         };
         let (from, to) = (middle.start as usize, middle.end as usize);
         if from > 0 {
-            write_buffered(handle, offset, cut_chunks(&chunks, 0, from)).await?;
+            write_edge_now(handle, offset, &cut_chunks(&chunks, 0, from))?;
+        }
+        if to < len {
+            write_edge_now(
+                handle,
+                offset + middle.end,
+                &cut_chunks(&chunks, to, len - to),
+            )?;
         }
         let mut bounce = self.bounce.borrow_mut().take(to - from);
         bounce.fill_from(&chunks, from, to - from);
-        if to < len {
-            write_buffered(
-                handle,
-                offset + middle.end,
-                cut_chunks(&chunks, to, len - to),
-            )
-            .await?;
-        }
         // The receive buffers go back to the pool now, not when the disk is done: they can
         // take in more blocks while the copy waits for the device.
         drop(chunks);
@@ -429,6 +428,32 @@ impl Storage {
         }
         Ok(handle)
     }
+}
+
+/// Writes the unaligned head or tail of a direct write (less than one page) through the page
+/// cache with a plain pwrite, on this thread. ext4 cannot take a buffered write without
+/// blocking, so io_uring hands every one to an io-wq worker: in a torrent whose files do not
+/// start on 4 KiB boundaries, each direct write has such an edge at both ends, and each edge
+/// cost a worker wake-up and two context switches (`perf/compare --size 1G --files 200
+/// --piece 256K --pairs libtorrent:spate`, 6c0cd84: 5.4 switches per MiB against 0.01 for one
+/// aligned file, 1.56 CPU s/GiB against 1.09). The page is normally cached already (its other
+/// part was written the same way, or the extent is unwritten and needs no read), so the call
+/// costs a few microseconds.
+fn write_edge_now(handle: &File, offset: u64, chunks: &[Chunk]) -> io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::fs::FileExt;
+    let mut edge = [0u8; direct::DIRECT_ALIGN as usize];
+    let mut len = 0;
+    for c in chunks {
+        let bytes = c.as_slice();
+        edge[len..len + bytes.len()].copy_from_slice(bytes);
+        len += bytes.len();
+    }
+    // SAFETY: the descriptor stays open for the call (`handle` is borrowed), and ManuallyDrop
+    // keeps this temporary std::fs::File from closing it.
+    let file =
+        std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(handle.as_raw_fd()) });
+    file.write_all_at(&edge[..len], offset)
 }
 
 async fn write_buffered(handle: &File, offset: u64, chunks: Vec<Chunk>) -> io::Result<()> {
