@@ -6,7 +6,10 @@
 //! this measures the CPU cost of the I/O path, not the device. When `fio` is installed, the
 //! same writes (block size, depth, fresh sparse file, buffered) through
 //! `fio --ioengine=io_uring` run in the same group as the reference the storage layer must stay
-//! within 10% of.
+//! within 10% of. Downloads write with O_DIRECT (32 writes of up to 1 MiB in flight, into
+//! preallocated files), so that path has its own pair: storage's direct writes against
+//! `fio --direct=1` with the same block size, depth and preallocation; those measure the
+//! device, and storage's copy into aligned bounce buffers on the way.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -29,21 +32,40 @@ fn total_bytes() -> u64 {
     mib << 20
 }
 
-/// Storage writing through the page cache, like the `fio --direct=0` references (the default
-/// `StorageConfig` writes aligned runs with O_DIRECT, which would measure the device instead).
-fn storage_at(path: &Path, total: u64) -> Storage {
+/// How a bench writes: through the page cache like the `fio --direct=0` references, or
+/// the way downloads do (O_DIRECT into a preallocated file) like `fio --direct=1`.
+#[derive(Clone, Copy)]
+enum WriteWay {
+    Buffered,
+    Direct,
+}
+
+fn storage_at(path: &Path, total: u64, how: WriteWay) -> Storage {
     let layout = Layout::from_lengths(PIECE, [total]);
-    let config = StorageConfig {
-        write_paths: WritePaths::Buffered,
-        ..StorageConfig::default()
+    let config = match how {
+        WriteWay::Buffered => StorageConfig {
+            write_paths: WritePaths::Buffered,
+            ..StorageConfig::default()
+        },
+        WriteWay::Direct => StorageConfig {
+            write_paths: WritePaths::Direct,
+            preallocate: true,
+            ..StorageConfig::default()
+        },
     };
     Storage::from_parts(layout, vec![path.to_path_buf()], config)
 }
 
 /// Writes `total` bytes in writes of `blocks_per_write` 16 KiB blocks, `in_flight` at once.
-fn storage_write(path: &Path, total: u64, blocks_per_write: usize, in_flight: usize) -> Duration {
+fn storage_write(
+    path: &Path,
+    total: u64,
+    blocks_per_write: usize,
+    in_flight: usize,
+    how: WriteWay,
+) -> Duration {
     tokio_uring::start(async {
-        let storage = storage_at(path, total);
+        let storage = storage_at(path, total, how);
         let pool = BufferPool::new(BLOCK * blocks_per_write, in_flight + 1);
         let write_len = (BLOCK * blocks_per_write) as u64;
         let start = Instant::now();
@@ -66,13 +88,15 @@ fn storage_write(path: &Path, total: u64, blocks_per_write: usize, in_flight: us
                 r.expect("write");
             }
         }
+        // Direct writes are on the device when they complete; buffered ones are in the page
+        // cache, as fio's are when it reports (it does not fsync).
         start.elapsed()
     })
 }
 
 fn storage_read(path: &Path, total: u64, in_flight: usize) -> Duration {
     tokio_uring::start(async {
-        let storage = storage_at(path, total);
+        let storage = storage_at(path, total, WriteWay::Buffered);
         let start = Instant::now();
         let mut ops = FuturesUnordered::new();
         let mut offset = 0u64;
@@ -116,14 +140,24 @@ fn pwrite_loop(path: &Path, total: u64) -> Duration {
 /// Writes `total` bytes to a fresh file with fio's io_uring engine, `block` bytes per write,
 /// `depth` in flight; returns the time fio measured for the writes alone (its own process
 /// start-up excluded). None when fio is not installed.
-fn fio_write(path: &Path, total: u64, block: usize, depth: usize) -> Option<Duration> {
+fn fio_write(
+    path: &Path,
+    total: u64,
+    block: usize,
+    depth: usize,
+    how: WriteWay,
+) -> Option<Duration> {
+    let (direct, fallocate) = match how {
+        WriteWay::Buffered => ("--direct=0", "--fallocate=none"),
+        WriteWay::Direct => ("--direct=1", "--fallocate=native"),
+    };
     let out = std::process::Command::new("fio")
         .args([
             "--name=spate-bench",
             "--rw=write",
             "--ioengine=io_uring",
-            "--direct=0",
-            "--fallocate=none",
+            direct,
+            fallocate,
             "--output-format=json",
         ])
         .arg(format!("--filename={}", path.display()))
@@ -169,7 +203,7 @@ fn disk(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("storage_16k", in_flight), |b| {
             b.iter_custom(|n| {
                 (0..n)
-                    .map(|_| storage_write(fresh(&path), total, 1, in_flight))
+                    .map(|_| storage_write(fresh(&path), total, 1, in_flight, WriteWay::Buffered))
                     .sum()
             })
         });
@@ -182,13 +216,15 @@ fn disk(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(name, in_flight), |b| {
             b.iter_custom(|n| {
                 (0..n)
-                    .map(|_| storage_write(fresh(&path), total, blocks, in_flight))
+                    .map(|_| {
+                        storage_write(fresh(&path), total, blocks, in_flight, WriteWay::Buffered)
+                    })
                     .sum()
             })
         });
     }
     // The references the storage layer is held to: the same writes through fio.
-    let fio_present = fio_write(fresh(&path), 1 << 20, BLOCK, 1).is_some();
+    let fio_present = fio_write(fresh(&path), 1 << 20, BLOCK, 1, WriteWay::Buffered).is_some();
     if !fio_present {
         eprintln!("fio not found: no fio reference in this run (apt install fio)");
     }
@@ -203,7 +239,37 @@ fn disk(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new(name, depth), |b| {
             b.iter_custom(|n| {
                 (0..n)
-                    .map(|_| fio_write(fresh(&path), total, block, depth).expect("fio ran before"))
+                    .map(|_| {
+                        fio_write(fresh(&path), total, block, depth, WriteWay::Buffered)
+                            .expect("fio ran before")
+                    })
+                    .sum()
+            })
+        });
+    }
+    group.finish();
+    // What downloads do: 1 MiB runs of 64 blocks, 32 direct writes in flight
+    // (`WritePaths::writes_in_flight`), against fio's direct writes of the same size and depth.
+    let mut group = c.benchmark_group("disk_write_direct");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Bytes(total));
+    group.bench_function(BenchmarkId::new("storage_direct_1m", 32), |b| {
+        b.iter_custom(|n| {
+            (0..n)
+                .map(|_| storage_write(fresh(&path), total, 64, 32, WriteWay::Direct))
+                .sum()
+        })
+    });
+    if fio_present {
+        group.bench_function(BenchmarkId::new("fio_uring_direct_1m", 32), |b| {
+            b.iter_custom(|n| {
+                (0..n)
+                    .map(|_| {
+                        fio_write(fresh(&path), total, 64 * BLOCK, 32, WriteWay::Direct)
+                            .expect("fio ran before")
+                    })
                     .sum()
             })
         });
