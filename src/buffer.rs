@@ -236,6 +236,32 @@ impl Chunk {
 /// contiguous stretch of data) into sub-chunks.
 pub fn cut_chunks(chunks: &[Chunk], from: usize, len: usize) -> Vec<Chunk> {
     let mut out = Vec::new();
+    for_each_part(chunks, from, len, |c, range| out.push(c.slice(range)));
+    out
+}
+
+/// Copies `dst.len()` bytes starting `from` bytes into a run of chunks into `dst`, without
+/// making sub-chunks.
+pub fn copy_from_chunks(chunks: &[Chunk], from: usize, dst: &mut [u8]) {
+    let mut at = 0;
+    for_each_part(chunks, from, dst.len(), |c, range| {
+        let n = range.len();
+        dst[at..at + n].copy_from_slice(&c.as_slice()[range]);
+        at += n;
+    });
+}
+
+/// Calls `part` with each chunk that holds some of the `len` bytes starting `from` bytes in,
+/// and the range of that chunk's bytes (relative to the chunk) they take, in order.
+///
+/// # Panics
+/// If the chunks hold fewer than `from + len` bytes.
+pub fn for_each_part(
+    chunks: &[Chunk],
+    from: usize,
+    len: usize,
+    mut part: impl FnMut(&Chunk, std::ops::Range<usize>),
+) {
     let mut skip = from;
     let mut want = len;
     for c in chunks {
@@ -247,12 +273,11 @@ pub fn cut_chunks(chunks: &[Chunk], from: usize, len: usize) -> Vec<Chunk> {
             continue;
         }
         let take = (c.len() - skip).min(want);
-        out.push(c.slice(skip..skip + take));
+        part(c, skip..skip + take);
         want -= take;
         skip = 0;
     }
-    assert_eq!(want, 0, "cut_chunks past the end of the chunks");
-    out
+    assert_eq!(want, 0, "a range past the end of the chunks");
 }
 
 // SAFETY (both impls): the pointer is the heap allocation of a Vec that is neither moved

@@ -11,7 +11,7 @@
 //! between two buffers that stay in the CPU cache, in place of the kernel's copy into new
 //! pages, so the block path still copies each byte once.
 
-use crate::buffer::{cut_chunks, Chunk};
+use crate::buffer::{for_each_part, Chunk};
 use std::alloc::{alloc, dealloc, Layout as AllocLayout};
 use std::ops::Range;
 
@@ -123,18 +123,13 @@ impl AlignedBuf {
     pub fn fill_from(&mut self, chunks: &[Chunk], from: usize, len: usize) {
         assert!(len <= self.cap, "bounce buffer too small");
         let mut at = 0;
-        for part in cut_chunks(chunks, from, len) {
-            let bytes = part.as_slice();
-            assert!(
-                at + bytes.len() <= len,
-                "cut_chunks gave more than asked for"
-            );
-            // SAFETY: `at + bytes.len() <= len <= cap`, and the source is a live slice that
-            // cannot overlap our own allocation.
+        for_each_part(chunks, from, len, |c, range| {
+            let bytes = &c.as_slice()[range];
+            // SAFETY: the parts add up to exactly `len <= cap` bytes (`for_each_part`), and the
+            // source is a live slice that cannot overlap our own allocation.
             unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(at), bytes.len()) };
             at += bytes.len();
-        }
-        assert_eq!(at, len, "the chunks hold fewer bytes than asked for");
+        });
         self.len = len;
     }
 }
