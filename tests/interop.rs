@@ -234,6 +234,15 @@ fn spate_seeds_libtorrent_dials_in() {
     });
 }
 
+/// libtorrent with `out_enc_policy` forced dials only with the MSE/PE handshake: spate must
+/// answer it (and select plaintext) or the download never starts.
+#[test]
+fn spate_seeds_libtorrent_dials_in_with_mse() {
+    spate_seeds_x_dials_in(Swarm::single_file(), |job, spate| {
+        Libtorrent::start_with(job, &[spate], &["--encryption", "forced"])
+    });
+}
+
 // ---- Transmission ----------------------------------------------------------------------
 
 #[test]

@@ -382,8 +382,10 @@ fn data_nobody_may_write_is_still_seeded() {
     );
 }
 
-/// aria2 opens with an encrypted (MSE) handshake and falls back to a plain one only once we
-/// close: a refused handshake must be closed at once, not when the 10 s watchdog fires.
+/// A client refused (aria2 falls back from a failed MSE handshake to a plain one only once we
+/// close) must be closed at once, not when the 10 s watchdog fires: a plain handshake for a
+/// torrent we do not serve, an MSE public key out of range, and an MSE opening whose pad runs
+/// past 512 bytes without the sync hash.
 #[test]
 fn a_refused_handshake_is_closed_at_once() {
     let s = seeded(4 * PIECE);
@@ -395,8 +397,9 @@ fn a_refused_handshake_is_closed_at_once() {
     .encode()
     .to_vec();
     wrong_hash[28] ^= 0xff;
-    let mse_like: Vec<u8> = (0..200u32).map(|i| (i * 37 + 11) as u8).collect();
-    for opening in [mse_like, wrong_hash] {
+    let zero_key = vec![0u8; 96];
+    let no_sync: Vec<u8> = (0..96 + 600u32).map(|i| (i * 37 + 11) as u8).collect();
+    for opening in [no_sync, zero_key, wrong_hash] {
         let mut c = TcpStream::connect(s.seeder.addr()).unwrap();
         c.write_all(&opening).unwrap();
         let started = Instant::now();

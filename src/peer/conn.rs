@@ -6,6 +6,7 @@
 //! then shuts the socket down so every task ends.
 
 use super::extended;
+use super::handshake::read_handshake;
 use super::inbox::{Event, Inbox};
 use super::outbox::{run_writer, Outbox};
 use crate::buffer::{BufferPool, PoolBuf, SizedPools};
@@ -17,17 +18,14 @@ use crate::torrent::{
     Dialler, DuplicateConnection, TailBytes, TailRead, Torrent, Violation, WriteJob,
 };
 use crate::types::{BlockRef, InfoHash, PeerId};
-use crate::wire::{Extensions, Handshake, Message, WireError, DEFAULT_MAX_FRAME, HANDSHAKE_LEN};
+use crate::wire::{Extensions, Handshake, Message, WireError, DEFAULT_MAX_FRAME};
 use std::cell::RefCell;
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Notify;
-use tokio_uring::buf::BoundedBuf;
 
-/// A peer that has not completed its handshake in this time is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of PIECE data queued for one peer before its uploader waits for the socket to
 /// drain: enough to keep a fast link busy, small enough that a peer that never reads
 /// cannot make us hold more.
@@ -221,40 +219,6 @@ async fn exchange_handshakes(
         return Err(PeerError::SelfConnection);
     }
     Ok((theirs, leftover))
-}
-
-/// Reads the peer's handshake, and whatever arrived with it, within `HANDSHAKE_TIMEOUT`.
-pub async fn read_handshake(stream: &Rc<TcpStream>) -> Result<(Handshake, Vec<u8>), PeerError> {
-    let done = Rc::new(std::cell::Cell::new(false));
-    tokio_uring::spawn({
-        // Weak: a strong reference would keep the socket open for the whole timeout after
-        // a refused handshake.
-        let (stream, done) = (Rc::downgrade(stream), Rc::clone(&done));
-        async move {
-            tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
-            if let (false, Some(stream)) = (done.get(), stream.upgrade()) {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        }
-    });
-    let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
-    while buf.len() < HANDSHAKE_LEN {
-        let filled = buf.len();
-        let (res, slice) = stream.read(buf.slice(filled..)).await;
-        buf = slice.into_inner();
-        if res? == 0 {
-            // Not misbehaviour: a busy or still-checking client may hang up; retry later.
-            let eof = std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "closed during the handshake",
-            );
-            return Err(eof.into());
-        }
-    }
-    done.set(true);
-    let theirs = Handshake::decode(&buf[..HANDSHAKE_LEN])
-        .map_err(|e| PeerError::Handshake(e.to_string()))?;
-    Ok((theirs, buf[HANDSHAKE_LEN..].to_vec()))
 }
 
 /// Reads until EOF, error or violation, handing what arrives to the torrent.

@@ -8,9 +8,11 @@ use super::{SessionConfig, SessionError, RECEIVE_BUFFER, UPLOAD_MEMORY};
 use crate::buffer::{BufferPool, SizedPools};
 use crate::hash::HashPool;
 use crate::net::{BoundSocket, TcpListener, TcpStream};
-use crate::peer::conn::{read_handshake, run_peer, Opening, MAX_UPLOAD_READ, TAIL_READ_BUDGET};
+use crate::peer::conn::{run_peer, Opening, MAX_UPLOAD_READ, TAIL_READ_BUDGET};
+use crate::peer::handshake::answer_handshake;
 use crate::ratelimit::UploadLimit;
 use crate::types::{InfoHash, PeerId, BLOCK_SIZE};
+use crate::wire::mse;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::{Shutdown, SocketAddr};
@@ -197,11 +199,19 @@ async fn answer(
     registry: Rc<Registry>,
     handshaking: PendingHandshake,
 ) {
-    let (theirs, leftover) = match read_handshake(&stream).await {
+    // An MSE dialler names its torrent by HASH('req2', info-hash).
+    let torrent_named = |key_hash: &[u8; 20]| {
+        let torrents = registry.borrow();
+        torrents
+            .keys()
+            .find(|ih| mse::torrent_key_hash(ih) == *key_hash)
+            .copied()
+    };
+    let (theirs, leftover) = match answer_handshake(&stream, torrent_named).await {
         Ok(h) => h,
         Err(e) => {
-            // Close now: a refused peer (aria2 opens with MSE) waits for our close before it
-            // retries with a plain handshake.
+            // Close now: a refused peer may wait for our close before it retries (aria2
+            // falls back from MSE to a plain handshake).
             let _ = stream.shutdown(Shutdown::Both);
             tracing::debug!(%addr, error = %e, "incoming handshake failed");
             return;

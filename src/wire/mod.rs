@@ -11,6 +11,7 @@
 mod decoder;
 mod handshake;
 mod message;
+pub mod mse;
 
 pub use decoder::{validate_bitfield, FrameDecoder, FrameHeader, HeaderKind, DEFAULT_MAX_FRAME};
 pub use handshake::{Extensions, Handshake, HANDSHAKE_LEN};

@@ -466,6 +466,11 @@ impl Libtorrent {
     /// Starts libtorrent; a seeder is returned once it is seeding (data checked). `connect`:
     /// peers it dials itself once its data is checked.
     pub fn start(job: &Job, connect: &[SocketAddr]) -> Libtorrent {
+        Libtorrent::start_with(job, connect, &[])
+    }
+
+    /// [`Libtorrent::start`] with more lt_peer.py options (`--encryption forced`).
+    pub fn start_with(job: &Job, connect: &[SocketAddr], options: &[&str]) -> Libtorrent {
         require(PYTHON_WITH_LIBTORRENT);
         let home = home();
         let state = home.path().join("state");
@@ -485,6 +490,7 @@ impl Libtorrent {
         for addr in connect {
             cmd.arg("--connect").arg(addr.to_string());
         }
+        cmd.args(options);
         let group = Group::spawn("libtorrent", cmd, &home.path().join("lt.log"));
         let lt = Libtorrent {
             group,

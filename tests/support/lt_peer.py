@@ -4,18 +4,22 @@ and for perf/compare.
 
 Usage: lt_peer.py seed|leech TORRENT SAVE_DIR PORT STATE_DIR
                   [--connect IP:PORT]... [--preset default|hps]
+                  [--encryption plain|forced]
 
 Runs one torrent in its own session bound to 127.0.0.1:PORT, TCP only, with
 DHT, LSD, UPnP, NAT-PMP, uTP and the IP notifier off and no plugins (so no
 PEX, no ut_metadata). The session's live settings are read back; if any of
-those is on, it exits with status 3 before adding the torrent. Plaintext is
-preferred (spate and rqbit do not speak MSE) and several connections per IP
-are allowed (every peer here is 127.0.0.1).
+those is on, it exits with status 3 before adding the torrent. It dials with a
+plain handshake (rqbit does not speak MSE; spate only answers it) and several
+connections per IP are allowed (every peer here is 127.0.0.1).
 
 --preset default (the default) starts from libtorrent's default_settings();
 --preset hps from high_performance_seed(), except send_not_sent_low_watermark,
 which stays at 16 KiB (the preset's 512 KiB made a loopback seeder much slower).
 --connect: peers it dials itself once its data is checked.
+--encryption forced: it dials and answers with the MSE/PE handshake only (offering
+plaintext or RC4 after it, as libtorrent's default allowed_enc_level does); plain,
+the default, dials with a plain handshake and answers either.
 
 It reports through files in STATE_DIR (written atomically):
   active once the torrent is past its checks and accepts peers (libtorrent
@@ -57,19 +61,21 @@ def parse_args(args):
         sys.exit(__doc__)
     role, torrent, save, port, state_dir = args[0], args[1], args[2], int(args[3]), args[4]
     rest = args[5:]
-    connect, preset = [], "default"
+    connect, preset, encryption = [], "default", "plain"
     while rest:
         if rest[0] == "--connect" and len(rest) >= 2:
             connect.append(parse_addr(rest[1]))
         elif rest[0] == "--preset" and len(rest) >= 2 and rest[1] in ("default", "hps"):
             preset = rest[1]
+        elif rest[0] == "--encryption" and len(rest) >= 2 and rest[1] in ("plain", "forced"):
+            encryption = rest[1]
         else:
             sys.exit("unexpected argument %r" % rest[0])
         rest = rest[2:]
-    return role, torrent, save, port, state_dir, connect, preset
+    return role, torrent, save, port, state_dir, connect, preset, encryption
 
 
-def settings_for(port, preset):
+def settings_for(port, preset, encryption):
     s = lt.high_performance_seed() if preset == "hps" else lt.default_settings()
     s.update({
         "listen_interfaces": "127.0.0.1:%d" % port,
@@ -103,11 +109,16 @@ def settings_for(port, preset):
     })
     if preset == "hps":
         s["send_not_sent_low_watermark"] = 16384
+    if encryption == "forced":
+        s["out_enc_policy"] = int(lt.enc_policy.forced)
+        s["in_enc_policy"] = int(lt.enc_policy.forced)
+        s["allowed_enc_level"] = int(lt.enc_level.both)
+        s["prefer_rc4"] = False
     return s
 
 
 def main():
-    role, torrent, save, port, state_dir, connect, preset = parse_args(sys.argv[1:])
+    role, torrent, save, port, state_dir, connect, preset, encryption = parse_args(sys.argv[1:])
 
     stopping = []
     reannounce = []
@@ -117,14 +128,14 @@ def main():
 
     # flags 0: no default plugins; settings given to the constructor, so DHT
     # and LSD never start, not even briefly
-    ses = lt.session(settings_for(port, preset), 0)
+    ses = lt.session(settings_for(port, preset, encryption), 0)
     live = ses.get_settings()
     on = [k for k in MUST_BE_OFF if live.get(k)]
     if on or live.get("dht_bootstrap_nodes"):
         print("settings check failed: %s are on" % on, flush=True)
         sys.exit(3)
-    print("settings ok (preset %s): listen %s, hashing_threads %s, aio_threads %s"
-          % (preset, live.get("listen_interfaces"), live.get("hashing_threads"),
+    print("settings ok (preset %s, encryption %s): listen %s, hashing_threads %s, aio_threads %s"
+          % (preset, encryption, live.get("listen_interfaces"), live.get("hashing_threads"),
              live.get("aio_threads")), flush=True)
 
     info = lt.torrent_info(torrent)
