@@ -243,6 +243,15 @@ fn spate_seeds_libtorrent_dials_in_with_mse() {
     });
 }
 
+/// libtorrent seeding with encryption forced closes spate's plain handshake: spate must dial
+/// it again with MSE and download.
+#[test]
+fn libtorrent_seeds_with_mse_forced_spate_downloads() {
+    x_seeds_spate_downloads(Swarm::single_file(), |job| {
+        Libtorrent::start_with(job, &[], &["--encryption", "forced"])
+    });
+}
+
 // ---- Transmission ----------------------------------------------------------------------
 
 #[test]

@@ -6,7 +6,7 @@
 //! then shuts the socket down so every task ends.
 
 use super::extended;
-use super::handshake::read_handshake;
+use super::handshake::{dial_encrypted, read_handshake};
 use super::inbox::{Event, Inbox};
 use super::outbox::{run_writer, Outbox};
 use crate::buffer::{BufferPool, PoolBuf, SizedPools};
@@ -117,6 +117,8 @@ pub const TAIL_READ_BUDGET: usize = 8 << 20;
 /// by whoever accepted it, to find the torrent) came with whatever bytes followed it.
 pub enum Opening {
     Dialled,
+    /// Dialled with the MSE/PE handshake (the peer closed a plain one).
+    DialledEncrypted,
     Answered {
         theirs: Handshake,
         leftover: Vec<u8>,
@@ -133,7 +135,7 @@ pub async fn run_peer(
     handshake_done: impl FnOnce(),
 ) -> Result<(), PeerError> {
     let dialler = match opening {
-        Opening::Dialled => Dialler::Us,
+        Opening::Dialled | Opening::DialledEncrypted => Dialler::Us,
         Opening::Answered { .. } => Dialler::Them,
     };
     let (handshake, leftover) = match exchange_handshakes(&ctx, &stream, opening).await {
@@ -191,8 +193,8 @@ pub async fn run_peer(
     result
 }
 
-/// Sends our handshake and, on a connection we dialled, reads the peer's; returns theirs and
-/// any bytes that followed it.
+/// Sends our handshake (behind MSE if the opening says so) and, on a connection we dialled,
+/// reads the peer's; returns theirs and any bytes that followed it.
 async fn exchange_handshakes(
     ctx: &ConnContext,
     stream: &Rc<TcpStream>,
@@ -203,11 +205,18 @@ async fn exchange_handshakes(
         info_hash: ctx.info_hash,
         peer_id: ctx.peer_id,
     };
-    let (res, _) = stream.write_all(ours.encode().to_vec()).await;
-    res?;
     let (theirs, leftover) = match opening {
-        Opening::Dialled => read_handshake(stream).await?,
-        Opening::Answered { theirs, leftover } => (theirs, leftover),
+        Opening::DialledEncrypted => dial_encrypted(stream, ctx.info_hash, &ours.encode()).await?,
+        Opening::Dialled => {
+            let (res, _) = stream.write_all(ours.encode().to_vec()).await;
+            res?;
+            read_handshake(stream).await?
+        }
+        Opening::Answered { theirs, leftover } => {
+            let (res, _) = stream.write_all(ours.encode().to_vec()).await;
+            res?;
+            (theirs, leftover)
+        }
     };
     if theirs.info_hash != ctx.info_hash {
         return Err(PeerError::Handshake(format!(

@@ -1,11 +1,12 @@
 //! Reading a peer's handshake off the socket, under a watchdog (a tokio-uring read must never
 //! sit under a timeout): the plain 68 bytes on connections we dialled, and on connections we
 //! accepted either those or an MSE/PE exchange first (`wire::mse`), which ends in plaintext.
+//! A peer that refuses plain handshakes is dialled again with MSE ([`dial_encrypted`]).
 
 use super::conn::PeerError;
 use crate::net::TcpStream;
 use crate::types::InfoHash;
-use crate::wire::mse::{self, Answer, Offer, KEY_LEN};
+use crate::wire::mse::{self, Answer, Dial, Offer, Selected, KEY_LEN};
 use crate::wire::{Handshake, HANDSHAKE_LEN};
 use std::cell::Cell;
 use std::net::Shutdown;
@@ -149,4 +150,41 @@ async fn answer_encrypted(
             }
         }
     }
+}
+
+/// Dials with MSE: sends our public key, then our offer (plaintext after the exchange) with
+/// `ours`, our handshake, as its initial payload; reads the peer's answer and handshake.
+/// Returns the peer's handshake and whatever plaintext followed it.
+pub async fn dial_encrypted(
+    stream: &Rc<TcpStream>,
+    info_hash: InfoHash,
+    ours: &[u8],
+) -> Result<(Handshake, Vec<u8>), PeerError> {
+    let _watchdog = Watchdog::start(stream);
+    let refused = |e: mse::MseError| PeerError::Handshake(e.to_string());
+    let mut dial = Dial::new(info_hash, &mut rand::thread_rng());
+    let (res, _) = stream
+        .write_all(dial.public_key(&mut rand::thread_rng()))
+        .await;
+    res?;
+    let mut buf = read_at_least(stream, Vec::with_capacity(READ_CHUNK), KEY_LEN).await?;
+    let their_key: &[u8; KEY_LEN] = buf.first_chunk().expect("read_at_least gave KEY_LEN");
+    let step3 = dial.offer(their_key, ours).map_err(refused)?;
+    let (res, _) = stream.write_all(step3).await;
+    res?;
+    buf.drain(..KEY_LEN);
+    let plaintext = loop {
+        match dial.selected(&buf).map_err(refused)? {
+            Selected::Plaintext(p) => break p,
+            Selected::Incomplete if buf.len() >= Dial::MAX_REPLY => {
+                return Err(PeerError::Handshake("MSE: answer too long".into()));
+            }
+            Selected::Incomplete => {
+                let want = buf.len() + 1;
+                buf = read_at_least(stream, buf, want).await?;
+            }
+        }
+    };
+    let plaintext = read_at_least(stream, plaintext, HANDSHAKE_LEN).await?;
+    split_handshake(&plaintext)
 }

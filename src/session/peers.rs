@@ -4,7 +4,7 @@
 //! peers (accepted by the session's hub). Peers that broke the protocol are not retried;
 //! banned addresses are refused.
 
-use crate::peer::conn::{run_peer, ConnContext, Opening};
+use crate::peer::conn::{run_peer, ConnContext, Opening, PeerError};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,6 +29,8 @@ struct Known {
     busy: bool,
     /// Broke the protocol: never again.
     refused: bool,
+    /// Closed our plain handshake but took an encrypted (MSE) one: dial it that way.
+    encrypted: bool,
 }
 
 pub struct PeerSource {
@@ -154,10 +156,20 @@ pub async fn connect_loop(source: Rc<PeerSource>) {
 }
 
 async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
-    let connected = crate::net::connect(addr, CONNECT_TIMEOUT).await;
+    let encrypted = source
+        .known
+        .borrow()
+        .get(&addr)
+        .is_some_and(|k| k.encrypted);
+    let first = if encrypted {
+        Opening::DialledEncrypted
+    } else {
+        Opening::Dialled
+    };
+    let connected = dial(&source, addr, first).await;
     source.connecting.set(source.connecting.get() - 1);
-    let stream = match connected {
-        Ok(s) => s,
+    let (mut result, mut greeted) = match connected {
+        Ok(r) => r,
         Err(e) => {
             tracing::debug!(%addr, error = %e, "connect failed");
             source.schedule_retry(addr, true);
@@ -165,15 +177,18 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
             return;
         }
     };
-    let opening = Opening::Dialled;
-    let result = run_peer(
-        Rc::clone(&source.ctx),
-        Rc::new(stream),
-        addr,
-        opening,
-        || (),
-    )
-    .await;
+    // A peer that hangs up on a plain handshake may take only encrypted ones (libtorrent
+    // and qBittorrent set to require encryption): dial it again at once, with MSE.
+    if !encrypted && !greeted && matches!(&result, Err(PeerError::Io(_))) {
+        tracing::debug!(%addr, "plain handshake closed; dialling again with MSE");
+        match dial(&source, addr, Opening::DialledEncrypted).await {
+            Ok((r, g)) => (result, greeted) = (r, g),
+            Err(e) => tracing::debug!(%addr, error = %e, "connect failed"),
+        }
+        if let Some(k) = source.known.borrow_mut().get_mut(&addr) {
+            k.encrypted = greeted;
+        }
+    }
     tracing::debug!(%addr, ?result, "peer connection ended");
     if let Err(e) = &result {
         if e.is_misbehaviour() {
@@ -185,4 +200,24 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
     }
     source.schedule_retry(addr, result.is_err());
     source.wake.notify_one();
+}
+
+/// Connects to `addr` and runs the connection with `opening`; returns how it ended and
+/// whether the handshake got through.
+async fn dial(
+    source: &PeerSource,
+    addr: SocketAddr,
+    opening: Opening,
+) -> std::io::Result<(Result<(), PeerError>, bool)> {
+    let stream = crate::net::connect(addr, CONNECT_TIMEOUT).await?;
+    let greeted = Cell::new(false);
+    let result = run_peer(
+        Rc::clone(&source.ctx),
+        Rc::new(stream),
+        addr,
+        opening,
+        || greeted.set(true),
+    )
+    .await;
+    Ok((result, greeted.get()))
 }

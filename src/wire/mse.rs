@@ -12,6 +12,9 @@
 //!    IA (usually its BitTorrent handshake);
 //! 4. we send, RC4-encrypted: VC, the method we select, an empty pad.
 //!
+//! Dialling, spate plays the other side ([`Dial`]) with the roles swapped, offering only
+//! plaintext after the exchange, for peers that refuse a plain handshake.
+//!
 //! spate selects plaintext whenever the dialler offers it (aria2, libtorrent, qBittorrent and
 //! Transmission all do by default): after the exchange the stream is the ordinary peer wire,
 //! so the zero-copy receive path and the uploads stay as they are. A dialler that offers only
@@ -202,6 +205,119 @@ impl Rc4 {
     }
 }
 
+/// Step 3 as a dialler sends it: the sync hash, the obfuscated torrent, then, encrypted with
+/// `outbound` (the dialler's stream): VC, `provide`, a zero pad of `pad_c` bytes and `ia`.
+fn offer_bytes(
+    secret: &[u8; KEY_LEN],
+    info_hash: &InfoHash,
+    outbound: &mut Rc4,
+    provide: u32,
+    pad_c: usize,
+    ia: &[u8],
+) -> Vec<u8> {
+    let mut out = sync_hash(secret).to_vec();
+    out.extend_from_slice(&obfuscated_torrent(info_hash, secret));
+    let start = out.len();
+    out.extend_from_slice(&VC);
+    out.extend_from_slice(&provide.to_be_bytes());
+    out.extend_from_slice(&(pad_c as u16).to_be_bytes());
+    out.resize(out.len() + pad_c, 0);
+    out.extend_from_slice(&(ia.len() as u16).to_be_bytes());
+    out.extend_from_slice(ia);
+    outbound.apply(&mut out[start..]);
+    out
+}
+
+/// Where the answerer's step 4 stands after the bytes seen so far (dialling side).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Selected {
+    /// Not all of it is here; read more (never more than [`Dial::MAX_REPLY`] in all).
+    Incomplete,
+    /// The answerer selected plaintext; these bytes after its step 4 are the peer wire.
+    Plaintext(Vec<u8>),
+}
+
+/// The dialling side of one encrypted handshake, offering plaintext only.
+pub struct Dial {
+    key: DhKey,
+    info_hash: InfoHash,
+    secret: Option<[u8; KEY_LEN]>,
+}
+
+impl Dial {
+    /// PadB, then step 4 (VC, crypto_select, len(PadD), PadD) at their largest.
+    pub const MAX_REPLY: usize = MAX_PAD + 8 + 4 + 2 + MAX_PAD;
+
+    pub fn new(info_hash: InfoHash, rng: &mut impl RngCore) -> Dial {
+        Dial {
+            key: DhKey::generate(rng),
+            info_hash,
+            secret: None,
+        }
+    }
+
+    /// Step 1: our public key and a pad.
+    pub fn public_key(&self, rng: &mut impl Rng) -> Vec<u8> {
+        let mut out = self.key.public().to_vec();
+        let pad = rng.gen_range(0..=MAX_PAD);
+        out.resize(KEY_LEN + pad, 0);
+        rng.fill_bytes(&mut out[KEY_LEN..]);
+        out
+    }
+
+    /// Step 3, from the answerer's public key: our offer (plaintext only) with `ia`, our
+    /// BitTorrent handshake, as the initial payload.
+    pub fn offer(&mut self, theirs: &[u8; KEY_LEN], ia: &[u8]) -> Result<Vec<u8>, MseError> {
+        let secret = self.key.shared_secret(theirs)?;
+        self.secret = Some(secret);
+        let mut outbound = stream_cipher(&secret, &self.info_hash, true);
+        Ok(offer_bytes(
+            &secret,
+            &self.info_hash,
+            &mut outbound,
+            CRYPTO_PLAINTEXT,
+            0,
+            ia,
+        ))
+    }
+
+    /// Step 4: `received` is everything the answerer sent after its public key, so far.
+    /// Call again with the longer buffer while it answers [`Selected::Incomplete`].
+    pub fn selected(&self, received: &[u8]) -> Result<Selected, MseError> {
+        let secret = self
+            .secret
+            .expect("offer() comes before selected(): the caller's order");
+        let mut inbound = stream_cipher(&secret, &self.info_hash, false);
+        let mut marker = VC;
+        inbound.apply(&mut marker);
+        let window = &received[..received.len().min(MAX_PAD + VC.len())];
+        let Some(at) = window.windows(VC.len()).position(|w| w == marker) else {
+            if window.len() == MAX_PAD + VC.len() {
+                return Err(MseError::NoSync);
+            }
+            return Ok(Selected::Incomplete);
+        };
+        let rest = &received[at + VC.len()..];
+        let Some((head, after)) = rest.split_first_chunk::<6>() else {
+            return Ok(Selected::Incomplete);
+        };
+        let mut head = *head;
+        inbound.apply(&mut head);
+        let select = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        if select != CRYPTO_PLAINTEXT {
+            return Err(MseError::NoCommonMethod(select));
+        }
+        let pad_len = usize::from(u16::from_be_bytes([head[4], head[5]]));
+        if pad_len > MAX_PAD {
+            return Err(MseError::PadTooLong(pad_len));
+        }
+        match after.get(pad_len..) {
+            Some(plaintext) => Ok(Selected::Plaintext(plaintext.to_vec())),
+            None => Ok(Selected::Incomplete),
+        }
+    }
+}
+
 /// What the dialler's step 3 came to, once all of it is in.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Accepted {
@@ -382,23 +498,61 @@ mod tests {
         ) -> (Vec<u8>, Rc4) {
             let theirs: [u8; KEY_LEN] = their_public[..KEY_LEN].try_into().unwrap();
             let s = self.key.shared_secret(&theirs).unwrap();
-            let mut out = sync_hash(&s).to_vec();
-            out.extend_from_slice(&obfuscated_torrent(info_hash, &s));
-            let mut enc = Vec::new();
-            enc.extend_from_slice(&VC);
-            enc.extend_from_slice(&provide.to_be_bytes());
-            enc.extend_from_slice(&(pad_c as u16).to_be_bytes());
-            enc.resize(enc.len() + pad_c, 0);
-            enc.extend_from_slice(&(ia.len() as u16).to_be_bytes());
-            enc.extend_from_slice(ia);
-            stream_cipher(&s, info_hash, true).apply(&mut enc);
-            out.extend_from_slice(&enc);
+            let mut outbound = stream_cipher(&s, info_hash, true);
+            let out = offer_bytes(&s, info_hash, &mut outbound, provide, pad_c, ia);
             (out, stream_cipher(&s, info_hash, false))
         }
     }
 
     fn rng() -> SmallRng {
         SmallRng::seed_from_u64(7)
+    }
+
+    /// spate dialling spate: our `Dial` against our `Answer`, every byte boundary.
+    #[test]
+    fn dial_and_answer_agree() {
+        let mut r = rng();
+        let mut dial = Dial::new(TORRENT, &mut r);
+        let mut answer = Answer::new(&mut r);
+        let step1 = dial.public_key(&mut r);
+        let step2 = answer
+            .public_key(step1[..KEY_LEN].try_into().unwrap(), &mut r)
+            .unwrap();
+        let step3 = dial
+            .offer(step2[..KEY_LEN].try_into().unwrap(), b"HELLO")
+            .unwrap();
+        let mut received = step1[KEY_LEN..].to_vec();
+        received.extend_from_slice(&step3);
+        let Ok(Offer::Complete(acc)) = answer.offer(&received, served) else {
+            panic!("offer not complete");
+        };
+        assert_eq!(acc.plaintext, b"HELLO");
+        let mut reply = step2[KEY_LEN..].to_vec();
+        reply.extend_from_slice(&acc.reply);
+        reply.extend_from_slice(b"WIRE");
+        let whole = reply.len();
+        for cut in 0..whole {
+            match dial.selected(&reply[..cut]).unwrap() {
+                Selected::Incomplete => {}
+                Selected::Plaintext(p) => assert_eq!(p, &b"WIRE"[..cut + 4 - whole]),
+            }
+        }
+        assert_eq!(
+            dial.selected(&reply),
+            Ok(Selected::Plaintext(b"WIRE".to_vec()))
+        );
+        // An answer that selects RC4, or never sends its marker, is refused.
+        let mut rc4 = step2[KEY_LEN..].to_vec();
+        let mut enc = [0u8; 14];
+        enc[8..12].copy_from_slice(&CRYPTO_RC4.to_be_bytes());
+        let mut theirs = stream_cipher(dial.secret.as_ref().unwrap(), &TORRENT, false);
+        theirs.apply(&mut enc);
+        rc4.extend_from_slice(&enc);
+        assert_eq!(
+            dial.selected(&rc4),
+            Err(MseError::NoCommonMethod(CRYPTO_RC4))
+        );
+        assert_eq!(dial.selected(&[0u8; 520]), Err(MseError::NoSync));
     }
 
     #[test]
