@@ -206,16 +206,15 @@ async fn exchange_handshakes(
         peer_id: ctx.peer_id,
     };
     let (theirs, leftover) = match opening {
+        // Behind MSE, ours goes out as the offer's initial payload.
         Opening::DialledEncrypted => dial_encrypted(stream, ctx.info_hash, &ours.encode()).await?,
-        Opening::Dialled => {
+        plain => {
             let (res, _) = stream.write_all(ours.encode().to_vec()).await;
             res?;
-            read_handshake(stream).await?
-        }
-        Opening::Answered { theirs, leftover } => {
-            let (res, _) = stream.write_all(ours.encode().to_vec()).await;
-            res?;
-            (theirs, leftover)
+            match plain {
+                Opening::Answered { theirs, leftover } => (theirs, leftover),
+                _ => read_handshake(stream).await?,
+            }
         }
     };
     if theirs.info_hash != ctx.info_hash {

@@ -82,6 +82,11 @@ fn split_handshake(buf: &[u8]) -> Result<(Handshake, Vec<u8>), PeerError> {
     Ok((theirs, buf[HANDSHAKE_LEN..].to_vec()))
 }
 
+/// An MSE exchange the peer got wrong.
+fn refused(e: mse::MseError) -> PeerError {
+    PeerError::Handshake(e.to_string())
+}
+
 /// Reads the handshake of a peer we dialled, and whatever arrived with it.
 pub async fn read_handshake(stream: &Rc<TcpStream>) -> Result<(Handshake, Vec<u8>), PeerError> {
     let _watchdog = Watchdog::start(stream);
@@ -123,7 +128,6 @@ async fn answer_encrypted(
     buf: Vec<u8>,
     torrent_named: impl Fn(&[u8; 20]) -> Option<InfoHash>,
 ) -> Result<(InfoHash, Vec<u8>), PeerError> {
-    let refused = |e: mse::MseError| PeerError::Handshake(e.to_string());
     let mut buf = read_at_least(stream, buf, KEY_LEN).await?;
     let mut answer = Answer::new(&mut rand::thread_rng());
     let their_key: &[u8; KEY_LEN] = buf.first_chunk().expect("read_at_least gave KEY_LEN");
@@ -161,7 +165,6 @@ pub async fn dial_encrypted(
     ours: &[u8],
 ) -> Result<(Handshake, Vec<u8>), PeerError> {
     let _watchdog = Watchdog::start(stream);
-    let refused = |e: mse::MseError| PeerError::Handshake(e.to_string());
     let mut dial = Dial::new(info_hash, &mut rand::thread_rng());
     let (res, _) = stream
         .write_all(dial.public_key(&mut rand::thread_rng()))

@@ -188,6 +188,11 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
         if let Some(k) = source.known.borrow_mut().get_mut(&addr) {
             k.encrypted = greeted;
         }
+    } else if encrypted && !greeted {
+        // It no longer got through with MSE (or is down): the next try is plain again.
+        if let Some(k) = source.known.borrow_mut().get_mut(&addr) {
+            k.encrypted = false;
+        }
     }
     tracing::debug!(%addr, ?result, "peer connection ended");
     if let Err(e) = &result {

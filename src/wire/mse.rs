@@ -108,6 +108,14 @@ impl DhKey {
         &self.public
     }
 
+    /// What either side sends first: the public key, then 0-512 random bytes of pad.
+    pub fn public_with_pad(&self, rng: &mut impl Rng) -> Vec<u8> {
+        let mut out = self.public.to_vec();
+        out.resize(KEY_LEN + rng.gen_range(0..=MAX_PAD), 0);
+        rng.fill_bytes(&mut out[KEY_LEN..]);
+        out
+    }
+
     /// S from the other side's public key. Refuses 0, 1, P-1 and anything at or past P: with
     /// those, S would be known to anyone watching.
     pub fn shared_secret(&self, theirs: &[u8; KEY_LEN]) -> Result<[u8; KEY_LEN], MseError> {
@@ -143,6 +151,17 @@ pub fn torrent_key_hash(info_hash: &InfoHash) -> [u8; 20] {
 /// HASH('req2', SKEY) xor HASH('req3', S): how step 3 names the torrent.
 pub fn obfuscated_torrent(info_hash: &InfoHash, secret: &[u8; KEY_LEN]) -> [u8; 20] {
     xor20(torrent_key_hash(info_hash), hash(&[b"req3", secret]))
+}
+
+/// Where `marker` ends in `received`, the other side's pad (at most 512 bytes) coming
+/// before it: `None` while it may still arrive, an error once the pad has run past 512.
+fn after_marker(received: &[u8], marker: &[u8]) -> Result<Option<usize>, MseError> {
+    let window = &received[..received.len().min(MAX_PAD + marker.len())];
+    match window.windows(marker.len()).position(|w| w == marker) {
+        Some(at) => Ok(Some(at + marker.len())),
+        None if window.len() == MAX_PAD + marker.len() => Err(MseError::NoSync),
+        None => Ok(None),
+    }
 }
 
 fn xor20(mut a: [u8; 20], b: [u8; 20]) -> [u8; 20] {
@@ -258,11 +277,7 @@ impl Dial {
 
     /// Step 1: our public key and a pad.
     pub fn public_key(&self, rng: &mut impl Rng) -> Vec<u8> {
-        let mut out = self.key.public().to_vec();
-        let pad = rng.gen_range(0..=MAX_PAD);
-        out.resize(KEY_LEN + pad, 0);
-        rng.fill_bytes(&mut out[KEY_LEN..]);
-        out
+        self.key.public_with_pad(rng)
     }
 
     /// Step 3, from the answerer's public key: our offer (plaintext only) with `ia`, our
@@ -290,14 +305,10 @@ impl Dial {
         let mut inbound = stream_cipher(&secret, &self.info_hash, false);
         let mut marker = VC;
         inbound.apply(&mut marker);
-        let window = &received[..received.len().min(MAX_PAD + VC.len())];
-        let Some(at) = window.windows(VC.len()).position(|w| w == marker) else {
-            if window.len() == MAX_PAD + VC.len() {
-                return Err(MseError::NoSync);
-            }
+        let Some(end) = after_marker(received, &marker)? else {
             return Ok(Selected::Incomplete);
         };
-        let rest = &received[at + VC.len()..];
+        let rest = &received[end..];
         let Some((head, after)) = rest.split_first_chunk::<6>() else {
             return Ok(Selected::Incomplete);
         };
@@ -367,11 +378,7 @@ impl Answer {
         rng: &mut impl Rng,
     ) -> Result<Vec<u8>, MseError> {
         self.secret = Some(self.key.shared_secret(theirs)?);
-        let mut reply = self.key.public().to_vec();
-        let pad = rng.gen_range(0..=MAX_PAD);
-        reply.resize(KEY_LEN + pad, 0);
-        rng.fill_bytes(&mut reply[KEY_LEN..]);
-        Ok(reply)
+        Ok(self.key.public_with_pad(rng))
     }
 
     /// Steps 3 and 4: `received` is everything the dialler sent after its public key, so far.
@@ -385,15 +392,10 @@ impl Answer {
         let secret = self
             .secret
             .expect("public_key() comes before offer(): the caller's order");
-        let sync = sync_hash(&secret);
-        let window = &received[..received.len().min(MAX_PAD + sync.len())];
-        let Some(at) = window.windows(sync.len()).position(|w| w == sync) else {
-            if window.len() == MAX_PAD + sync.len() {
-                return Err(MseError::NoSync);
-            }
+        let Some(end) = after_marker(received, &sync_hash(&secret))? else {
             return Ok(Offer::Incomplete);
         };
-        let rest = &received[at + sync.len()..];
+        let rest = &received[end..];
         let Some((head, after)) = rest.split_first_chunk::<OFFER_HEAD>() else {
             return Ok(Offer::Incomplete);
         };
