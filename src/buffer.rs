@@ -14,6 +14,15 @@ pub struct BufferPool {
     inner: Arc<PoolInner>,
 }
 
+impl std::fmt::Debug for BufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferPool")
+            .field("buf_size", &self.inner.buf_size)
+            .field("buffers", &self.inner.count)
+            .finish()
+    }
+}
+
 struct PoolInner {
     buf_size: usize,
     count: usize,
@@ -216,6 +225,16 @@ impl Chunk {
     /// Identifies the buffer this chunk points into (equal for chunks of one buffer).
     pub fn buffer_id(&self) -> usize {
         Arc::as_ptr(&self.buf) as usize
+    }
+
+    /// Bytes the read that filled this chunk's buffer put there.
+    pub fn buffer_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// What this chunk's buffer could hold.
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// A sub-view, `range` relative to this chunk.

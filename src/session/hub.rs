@@ -50,6 +50,9 @@ pub struct Hub {
     /// Receive buffers each torrent may hold out of the pool for blocks that arrived ahead
     /// of their piece's hash: a quarter of the pool over all torrents.
     pub reorder_buffers_per_torrent: usize,
+    /// Block-sized buffers such blocks are copied into when their receive buffer is mostly
+    /// empty: an eighth of the memory limit, shared by all torrents.
+    pub reorder_copies: BufferPool,
     /// One torrent checks its data at a time: the disk reads in order, and the check's
     /// read-ahead memory is spent once per session rather than once per torrent.
     pub check_turn: tokio::sync::Semaphore,
@@ -74,9 +77,11 @@ impl Hub {
         };
         let socket = BoundSocket::bind(config.listen).map_err(listen_error)?;
         let listen_addr = socket.local_addr().map_err(listen_error)?;
+        let copies = config.memory_limit / 8;
+        let reorder_copies = BufferPool::with_memory_limit(BLOCK_SIZE as usize, copies);
         let receive_pool = BufferPool::with_memory_limit(
             RECEIVE_BUFFER,
-            config.memory_limit.max(4 * RECEIVE_BUFFER),
+            (config.memory_limit - copies).max(4 * RECEIVE_BUFFER),
         );
         let reorder_buffers_per_torrent = receive_pool.buffers() / 4 / torrents.max(1);
         Ok(Rc::new(Hub {
@@ -85,6 +90,7 @@ impl Hub {
             hash_pool: Arc::new(HashPool::per_core()),
             receive_pool,
             reorder_buffers_per_torrent,
+            reorder_copies,
             control_pool: BufferPool::new(CONTROL_BUFFER, MAX_IDLE_READS),
             upload_pools: SizedPools::new(
                 (BLOCK_SIZE as usize, UPLOAD_MEMORY / 4),

@@ -248,6 +248,7 @@ async fn run_torrent(
     let torrent_config = TorrentConfig {
         upload_slots: config.upload_slots,
         reorder_buffers: hub.reorder_buffers_per_torrent,
+        reorder_copies: hub.reorder_copies.clone(),
     };
     let torrent = Rc::new(RefCell::new(Torrent::new(
         storage.layout().clone(),

@@ -14,14 +14,14 @@ pub use peer_state::{PeerState, MAX_QUEUED_REQUESTS};
 pub use stats::Stats;
 pub use verify::{HashVerdict, TailBytes, Verifier};
 
-use crate::buffer::Chunk;
+use crate::buffer::{BufferPool, Chunk};
 use crate::choker::{Choker, ChokerConfig, Decision, PeerSnapshot};
 use crate::layout::Layout;
 use crate::peer::extended;
 use crate::peer::inbox::{Inbound, ReceivedBlock};
 use crate::peer::outbox::Outbox;
 use crate::picker::{BlockReceived, PeerKey, Picker};
-use crate::types::{BlockRef, PeerId, PieceIndex};
+use crate::types::{BlockRef, PeerId, PieceIndex, BLOCK_SIZE};
 use crate::wire::{validate_bitfield, Message};
 use bitvec::prelude::{BitVec, Msb0};
 use reorder::Reorder;
@@ -91,6 +91,9 @@ pub struct TorrentConfig {
     /// Receive buffers that blocks arriving ahead of their piece's hash may keep out of the
     /// pool (see `reorder`).
     pub reorder_buffers: usize,
+    /// Block-sized buffers such blocks are copied into when their receive buffer is mostly
+    /// empty.
+    pub reorder_copies: BufferPool,
 }
 
 impl Default for TorrentConfig {
@@ -98,6 +101,7 @@ impl Default for TorrentConfig {
         TorrentConfig {
             upload_slots: 4,
             reorder_buffers: 8,
+            reorder_copies: BufferPool::new(BLOCK_SIZE as usize, 64),
         }
     }
 }
@@ -174,7 +178,7 @@ impl Torrent {
             next_key: 0,
             by_peer_id: HashMap::new(),
             progress: HashMap::new(),
-            reorder: Reorder::new(config.reorder_buffers),
+            reorder: Reorder::new(config.reorder_buffers, config.reorder_copies),
             verifier,
             banned: HashSet::new(),
             choker: Choker::new(

@@ -39,6 +39,9 @@ pub enum Behaviour {
     /// Honest, but answers each batch of requests with every piece's blocks in reverse
     /// order, as seeders that read from disk in parallel often do.
     Reversed,
+    /// As `Reversed`, but each block goes out on its own after a short pause, so the
+    /// receiver's reads hold one block each: a slow peer's pattern.
+    ReversedTrickle,
     /// Honest, but has (and says it has) only the first half of the pieces.
     HalfSeed,
     /// Honest, but shows connection number i only the pieces p with p % 3 == i % 3, so three
@@ -192,14 +195,19 @@ fn answer_requests(ctx: &Ctx, stream: &mut TcpStream, stop: &AtomicBool) -> std:
             used += len;
         }
         buf.drain(..used);
-        if ctx.behaviour == Behaviour::Reversed {
+        let trickle = ctx.behaviour == Behaviour::ReversedTrickle;
+        if ctx.behaviour == Behaviour::Reversed || trickle {
             for piece in requests.chunk_by_mut(|a, b| a.piece == b.piece) {
                 piece.reverse();
             }
         }
+        stream.set_nodelay(trickle)?;
         for b in requests {
             answer(ctx, stream, b, served)?;
             served += 1;
+            if trickle {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
     Ok(())
