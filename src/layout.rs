@@ -4,7 +4,7 @@
 //! to the pieces that touch it. Pure arithmetic: no files are opened here.
 
 use crate::metainfo::Info;
-use crate::types::PieceIndex;
+use crate::types::{BlockRef, PieceIndex, BLOCK_SIZE};
 use std::ops::Range;
 
 /// One file's place in the concatenated data.
@@ -117,6 +117,26 @@ impl Layout {
     pub fn contains(&self, piece: PieceIndex, offset: u32, len: u32) -> bool {
         piece.0 < self.piece_count()
             && u64::from(offset) + u64::from(len) <= u64::from(self.piece_len(piece))
+    }
+
+    /// The 16 KiB blocks that `range` (a request or answer covering several) holds: cut
+    /// every `BLOCK_SIZE` bytes from its offset, the last one shorter where the range ends.
+    /// A range that is not inside its piece comes back whole.
+    pub fn blocks_within(&self, range: BlockRef) -> impl Iterator<Item = BlockRef> {
+        let (start, end) = if self.contains(range.piece, range.offset, range.len) {
+            (range.offset, range.offset + range.len)
+        } else {
+            (0, 0)
+        };
+        let whole = (start == end).then_some(range);
+        let cut = (start..end)
+            .step_by(BLOCK_SIZE as usize)
+            .map(move |offset| BlockRef {
+                piece: range.piece,
+                offset,
+                len: BLOCK_SIZE.min(end - offset),
+            });
+        whole.into_iter().chain(cut)
     }
 
     /// Splits `len` bytes at `offset` within `piece` at file boundaries. Zero-length files

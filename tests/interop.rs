@@ -131,7 +131,11 @@ impl Swarm {
 }
 
 /// `start` runs client X as the seeder; spate downloads from it (dialling X's port).
-fn x_seeds_spate_downloads<C: Client>(swarm: Swarm, start: impl FnOnce(&Job) -> C) {
+/// Returns spate's JSON report.
+fn x_seeds_spate_downloads<C: Client>(
+    swarm: Swarm,
+    start: impl FnOnce(&Job) -> C,
+) -> serde_json::Value {
     let began = Instant::now();
     let seed = swarm.job(Role::Seed);
     let seeder = start(&seed);
@@ -158,6 +162,21 @@ fn x_seeds_spate_downloads<C: Client>(swarm: Swarm, start: impl FnOnce(&Job) -> 
         seeder.group().name
     );
     drop(seeder);
+    let report = spate_log
+        .lines()
+        .find(|l| l.starts_with('{') && l.contains("\"request_messages\""))
+        .and_then(|l| serde_json::from_str(l).ok());
+    report.unwrap_or_else(|| panic!("no JSON report in spate's output:\n{spate_log}"))
+}
+
+/// Blocks (16 KiB) in the swarm's payload.
+fn blocks_in(swarm: &Swarm) -> u64 {
+    swarm
+        .files
+        .iter()
+        .map(|(_, len)| *len as u64)
+        .sum::<u64>()
+        .div_ceil(16 << 10)
 }
 
 /// `start` runs client X as the leecher; then spate seeds and dials X (`--peer`), the one
@@ -206,9 +225,17 @@ fn wait_for_leecher<C: Client>(swarm: &Swarm, mut leecher: C, seeder: SpateSeede
 
 // ---- libtorrent ------------------------------------------------------------------------
 
+/// libtorrent refuses requests over 16 KiB: spate asks it for one block per request.
 #[test]
 fn libtorrent_seeds_spate_downloads() {
-    x_seeds_spate_downloads(Swarm::single_file(), |job| Libtorrent::start(job, &[]));
+    let swarm = Swarm::single_file();
+    let blocks = blocks_in(&swarm);
+    let report = x_seeds_spate_downloads(swarm, |job| Libtorrent::start(job, &[]));
+    let requests = report["request_messages"].as_u64().unwrap();
+    assert!(
+        requests >= blocks,
+        "{requests} requests for {blocks} blocks"
+    );
 }
 
 #[test]
@@ -267,9 +294,17 @@ fn spate_seeds_transmission_downloads() {
 
 // ---- aria2 -----------------------------------------------------------------------------
 
+/// aria2 serves requests of up to 64 KiB, and spate asks it for four blocks at a time.
 #[test]
 fn aria2_seeds_spate_downloads() {
-    x_seeds_spate_downloads(Swarm::single_file(), Aria2::start);
+    let swarm = Swarm::single_file();
+    let blocks = blocks_in(&swarm);
+    let report = x_seeds_spate_downloads(swarm, Aria2::start);
+    let requests = report["request_messages"].as_u64().unwrap();
+    assert!(
+        requests * 3 <= blocks,
+        "{requests} requests for {blocks} blocks: {report}"
+    );
 }
 
 /// aria2 1.36 sends a BITFIELD in mid-connection in place of HAVEs whenever that is

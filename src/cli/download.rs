@@ -206,6 +206,7 @@ fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, 
             "peers_banned": report.peers_banned,
             "direct_bytes": report.direct_bytes,
             "reread_bytes": report.reread_bytes,
+            "request_messages": report.request_messages,
             "peak_rss_mib": peak_rss_mib(),
             "latency": report.stats_json,
         });

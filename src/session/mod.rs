@@ -193,6 +193,8 @@ pub struct Report {
     pub direct_bytes: u64,
     /// Bytes read back from disk to finish hashing pieces whose blocks arrived out of order.
     pub reread_bytes: u64,
+    /// REQUEST messages sent.
+    pub request_messages: u64,
 }
 
 /// Runs a session for `meta` until it completes (and, with `seed`, until interrupted).
@@ -335,6 +337,7 @@ async fn run_torrent(
         peers_banned: t.stats.peers_banned,
         direct_bytes: storage.direct_bytes(),
         reread_bytes: t.stats.reread_bytes,
+        request_messages: t.stats.request_messages,
     })
 }
 

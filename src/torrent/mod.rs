@@ -14,7 +14,7 @@ pub use peer_state::{PeerState, MAX_QUEUED_REQUESTS};
 pub use stats::Stats;
 pub use verify::{HashVerdict, TailBytes, Verifier};
 
-use crate::buffer::{BufferPool, Chunk};
+use crate::buffer::{cut_chunks, BufferPool, Chunk};
 use crate::choker::{Choker, ChokerConfig, Decision, PeerSnapshot};
 use crate::layout::Layout;
 use crate::peer::extended;
@@ -81,6 +81,29 @@ pub struct TailRead {
     pub start: u64,
     pub len: usize,
     pub since: Instant,
+}
+
+/// Joins runs of up to `per_request` consecutive blocks of one piece into one request each.
+fn coalesce_requests(blocks: &[BlockRef], per_request: u32) -> Vec<BlockRef> {
+    let mut out: Vec<BlockRef> = Vec::with_capacity(blocks.len());
+    let mut joined = 0;
+    for &b in blocks {
+        match out.last_mut() {
+            Some(last)
+                if joined < per_request
+                    && last.piece == b.piece
+                    && last.offset + last.len == b.offset =>
+            {
+                last.len += b.len;
+                joined += 1;
+            }
+            _ => {
+                out.push(b);
+                joined = 1;
+            }
+        }
+    }
+    out
 }
 
 /// Session-level settings a torrent needs.
@@ -283,6 +306,9 @@ impl Torrent {
             }
         }
         self.by_peer_id.insert(theirs, (key, dialler));
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.blocks_per_request = peer_state::blocks_per_request(&theirs.0);
+        }
         Ok(())
     }
 
@@ -385,9 +411,11 @@ impl Torrent {
             }
             Inbound::Request(block) => self.on_request(key, block)?,
             Inbound::Cancel(block) => p.their_requests.retain(|b| *b != block),
-            Inbound::Reject(block) => {
-                if p.take_request(block).is_some() {
-                    self.picker.release_block(key, block);
+            Inbound::Reject(rejected) => {
+                for block in self.layout.blocks_within(rejected) {
+                    if p.take_request(block).is_some() {
+                        self.picker.release_block(key, block);
+                    }
                 }
             }
             Inbound::Extended { id: 0, payload } => {
@@ -584,6 +612,14 @@ impl Torrent {
     ) -> (Vec<WriteJob>, Option<Violation>) {
         let mut accepted: Vec<ReceivedBlock> = Vec::with_capacity(blocks.len());
         let mut violation = None;
+        let blocks: Vec<ReceivedBlock> = if blocks.iter().any(|rb| rb.block.len > BLOCK_SIZE) {
+            blocks
+                .into_iter()
+                .flat_map(|rb| self.split_block(rb))
+                .collect()
+        } else {
+            blocks
+        };
         for rb in blocks {
             match self.accept_block(key, &rb, now) {
                 Ok(true) => accepted.push(rb),
@@ -595,6 +631,26 @@ impl Torrent {
             }
         }
         (self.coalesce_writes(accepted), violation)
+    }
+
+    /// A block longer than one picker block (the answer to a REQUEST that covered several,
+    /// see `blocks_per_request`) as the picker blocks it holds, each with its own bytes. A
+    /// length that does not end on a block boundary leaves a last part no request matches.
+    fn split_block(&self, rb: ReceivedBlock) -> Vec<ReceivedBlock> {
+        if rb.block.len <= BLOCK_SIZE {
+            return vec![rb];
+        }
+        self.layout
+            .blocks_within(rb.block)
+            .map(|block| ReceivedBlock {
+                data: cut_chunks(
+                    &rb.data,
+                    (block.offset - rb.block.offset) as usize,
+                    block.len as usize,
+                ),
+                block,
+            })
+            .collect()
     }
 
     /// Checks one block; true if it is new data to write.
@@ -833,9 +889,12 @@ impl Torrent {
         let seed = p.is_seed();
         self.picker
             .pick_blocks(key, |piece| has[piece.as_usize()], seed, room, &mut picked);
-        for block in picked {
+        for &block in &picked {
             p.requests.push_back((block, now));
-            p.outbox.send(&Message::Request(block));
+        }
+        for request in coalesce_requests(&picked, p.blocks_per_request) {
+            p.outbox.send(&Message::Request(request));
+            self.stats.request_messages += 1;
         }
     }
 

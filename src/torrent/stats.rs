@@ -31,6 +31,8 @@ pub struct Stats {
     pub pieces_lost: u32,
     /// Bytes read back from disk to finish a piece's hash (blocks that arrived out of order).
     pub reread_bytes: u64,
+    /// REQUEST messages sent (one may cover several blocks, see `blocks_per_request`).
+    pub request_messages: u64,
 }
 
 impl Default for Stats {
@@ -48,6 +50,7 @@ impl Default for Stats {
             wasted_blocks: 0,
             pieces_lost: 0,
             reread_bytes: 0,
+            request_messages: 0,
         }
     }
 }

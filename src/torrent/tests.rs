@@ -289,3 +289,115 @@ fn a_run_put_back_is_served_first_unless_the_peer_was_choked() {
     t.peers.get_mut(&key).unwrap().am_choking = true;
     assert!(t.next_upload_run(key, 1 << 20).is_empty());
 }
+
+/// A buffer of `len` bytes, as one chunk.
+fn bytes(len: usize) -> Vec<Chunk> {
+    let mut buf = BufferPool::new(len, 1).try_take().unwrap();
+    buf.set_len_initialized(len);
+    vec![Chunk::new(buf.freeze(), 0..len)]
+}
+
+#[test]
+fn aria2_is_asked_for_several_blocks_per_request_and_its_answers_are_split() {
+    let mut t = torrent(8, &[]);
+    let (key, outbox) = peer(&mut t);
+    let mut aria2 = [b'x'; 20];
+    aria2[..10].copy_from_slice(b"A2-1-36-0-");
+    t.claim_peer_id(key, PeerId(aria2), PeerId([b'y'; 20]), Dialler::Us)
+        .unwrap();
+    let now = Instant::now();
+    t.on_message(key, Inbound::Bitfield(vec![0xff]), now)
+        .unwrap();
+    t.on_message(key, Inbound::Unchoke, now).unwrap();
+    assert_eq!(
+        t.peer(key).unwrap().requests.len(),
+        16,
+        "16 blocks asked for"
+    );
+    assert_eq!(
+        t.stats.request_messages, 8,
+        "two blocks (a whole piece) each"
+    );
+    assert_eq!(
+        outbox.queued_bytes(),
+        5 + 8 * 17,
+        "INTERESTED, then the requests"
+    );
+    // The answer for piece 0 comes as one 32 KiB block: both blocks are accepted.
+    let whole = ReceivedBlock {
+        block: BlockRef {
+            piece: PieceIndex(0),
+            offset: 0,
+            len: PIECE,
+        },
+        data: bytes(PIECE as usize),
+    };
+    let (writes, violation) = t.on_blocks(key, vec![whole], now);
+    assert!(violation.is_none());
+    assert_eq!(writes.len(), 1, "the two halves are written as one run");
+    assert_eq!(t.peer(key).unwrap().requests.len(), 14);
+    // A Reject of piece 1's request gives both its blocks back.
+    let rejected = BlockRef {
+        piece: PieceIndex(1),
+        offset: 0,
+        len: PIECE,
+    };
+    t.on_message(key, Inbound::Reject(rejected), now).unwrap();
+    assert!(t
+        .peer(key)
+        .unwrap()
+        .requests
+        .iter()
+        .all(|(b, _)| b.piece.0 != 1));
+    // An answer one byte short of what was asked leaves a part no request matches.
+    let short = ReceivedBlock {
+        block: BlockRef {
+            piece: PieceIndex(2),
+            offset: 0,
+            len: PIECE - 1,
+        },
+        data: bytes(PIECE as usize - 1),
+    };
+    assert!(matches!(
+        t.on_blocks(key, vec![short], now).1,
+        Some(Violation::UnrequestedBlock(_))
+    ));
+}
+
+#[test]
+fn other_peers_get_one_block_per_request() {
+    let mut t = torrent(8, &[]);
+    let (key, outbox) = peer(&mut t);
+    t.claim_peer_id(key, PeerId([b'-'; 20]), PeerId([b'y'; 20]), Dialler::Us)
+        .unwrap();
+    let now = Instant::now();
+    t.on_message(key, Inbound::Bitfield(vec![0xff]), now)
+        .unwrap();
+    t.on_message(key, Inbound::Unchoke, now).unwrap();
+    assert_eq!(t.stats.request_messages, 16);
+    assert_eq!(
+        outbox.queued_bytes(),
+        5 + 16 * 17,
+        "INTERESTED, then the requests"
+    );
+}
+
+#[test]
+fn blocks_within_a_range_follow_the_block_grid_and_stay_in_the_piece() {
+    let layout = Layout::from_lengths(PIECE, [u64::from(PIECE) * 2 + 5000]);
+    let cut = |piece, offset, len| -> Vec<(u32, u32)> {
+        layout
+            .blocks_within(BlockRef {
+                piece: PieceIndex(piece),
+                offset,
+                len,
+            })
+            .map(|b| (b.offset, b.len))
+            .collect()
+    };
+    assert_eq!(cut(0, 0, PIECE), [(0, 16384), (16384, 16384)]);
+    assert_eq!(cut(0, 0, PIECE - 1), [(0, 16384), (16384, 16383)]);
+    assert_eq!(cut(2, 0, 5000), [(0, 5000)], "the short last piece");
+    assert_eq!(cut(2, 0, PIECE), [(0, PIECE)], "past the piece: whole");
+    assert_eq!(cut(9, 0, u32::MAX), [(0, u32::MAX)], "no such piece: whole");
+}

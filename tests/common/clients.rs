@@ -1312,7 +1312,7 @@ pub fn spate_download(
         .arg(&job.dir)
         .args(["--listen-ip", LOCALHOST, "--listen-port"])
         .arg(job.port.to_string())
-        .args(["--no-trackers", "--quiet"]);
+        .args(["--no-trackers", "--quiet", "--json"]);
     for p in peers {
         cmd.arg("--peer").arg(p.to_string());
     }
