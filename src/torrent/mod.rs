@@ -307,7 +307,7 @@ impl Torrent {
         }
         self.by_peer_id.insert(theirs, (key, dialler));
         if let Some(p) = self.peers.get_mut(&key) {
-            p.blocks_per_request = peer_state::blocks_per_request(&theirs.0);
+            p.set_blocks_per_request(peer_state::blocks_per_request(&theirs.0));
         }
         Ok(())
     }
@@ -420,7 +420,7 @@ impl Torrent {
             }
             Inbound::Extended { id: 0, payload } => {
                 if let Some(reqq) = extended::reqq_of(&payload) {
-                    p.max_window = reqq.clamp(1, peer_state::MAX_WINDOW);
+                    p.set_reqq(reqq);
                 }
                 p.donthave_id = extended::donthave_id_of(&payload);
             }

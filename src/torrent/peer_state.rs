@@ -12,7 +12,9 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// Request pipeline bounds (blocks of 16 KiB): the floor keeps a slow link busy, the
-/// ceiling is libtorrent's default max_out_request_queue.
+/// ceiling is libtorrent's default max_out_request_queue. The ceiling counts REQUEST
+/// messages, which are what a peer queues: a peer asked for several blocks per request
+/// (`blocks_per_request`) gets that many times as many blocks in flight.
 pub const MIN_WINDOW: u32 = 4;
 pub const MAX_WINDOW: u32 = 500;
 /// Window a new peer starts with, before its rate is known.
@@ -186,7 +188,7 @@ impl PeerState {
     fn remember_released(&mut self, blocks: &[BlockRef]) {
         self.released.extend(blocks.iter().copied());
         // Only the most recent releases matter; older ones have surely arrived or died.
-        while self.released.len() > MAX_WINDOW as usize * 2 {
+        while self.released.len() > self.ceiling() as usize * 2 {
             self.released.pop_front();
         }
     }
@@ -205,10 +207,27 @@ impl PeerState {
         blocks
     }
 
+    /// Asks for `blocks` consecutive blocks per request from now on; the window's ceiling
+    /// grows with it.
+    pub fn set_blocks_per_request(&mut self, blocks: u32) {
+        self.blocks_per_request = blocks.max(1);
+        self.max_window = self.ceiling();
+    }
+
+    /// Takes the peer's own request queue size (`reqq`, in requests) as the ceiling.
+    pub fn set_reqq(&mut self, reqq: u32) {
+        self.max_window = reqq.clamp(1, MAX_WINDOW) * self.blocks_per_request;
+    }
+
+    /// The most blocks that may be in flight: MAX_WINDOW requests.
+    fn ceiling(&self) -> u32 {
+        MAX_WINDOW * self.blocks_per_request
+    }
+
     /// Slow start: each block received widens the window by one, up to the ceiling that
     /// the last rate measurement allows.
     pub fn grow_window(&mut self) {
-        if self.window < MAX_WINDOW {
+        if self.window < self.ceiling() {
             self.window += 1;
         }
     }
@@ -216,7 +235,7 @@ impl PeerState {
     /// Resizes the window from the measured rate (called once per tick).
     pub fn resize_window_from_rate(&mut self) {
         let bdp = self.download.rate() * TARGET_DELAY.as_secs_f64() / f64::from(BLOCK_SIZE);
-        let sized = (bdp as u32).clamp(MIN_WINDOW, MAX_WINDOW);
+        let sized = (bdp as u32).clamp(MIN_WINDOW, self.ceiling());
         // Never shrink below what is in flight plus slow start's progress: a window the rate
         // was limited by would otherwise collapse.
         self.window = sized.max(self.window.min(self.requests.len() as u32 + MIN_WINDOW));
@@ -245,6 +264,31 @@ mod tests {
         p.download.tick(Duration::from_secs(1));
         p.resize_window_from_rate();
         assert_eq!(p.window, MAX_WINDOW);
+    }
+
+    #[test]
+    fn the_ceiling_counts_requests_not_blocks() {
+        let now = Instant::now();
+        let mut p = PeerState::new("127.0.0.1:1".parse().unwrap(), Outbox::new(), 10, now);
+        p.set_blocks_per_request(4);
+        assert_eq!(p.max_window, 4 * MAX_WINDOW);
+        p.download.add(1 << 40);
+        p.download.tick(Duration::from_secs(1));
+        p.resize_window_from_rate();
+        assert_eq!(
+            p.window,
+            4 * MAX_WINDOW,
+            "a fast aria2 has 500 requests in flight"
+        );
+        p.set_reqq(250);
+        assert_eq!(
+            p.max_window, 1000,
+            "its reqq of 250 requests holds 1000 blocks"
+        );
+        p.set_reqq(1 << 20);
+        assert_eq!(p.max_window, 4 * MAX_WINDOW, "a huge reqq is capped");
+        assert_eq!(blocks_per_request(b"A2-1-36-0-0123456789"), 4);
+        assert_eq!(blocks_per_request(b"-lt2080-0123456789ab"), 1);
     }
 
     #[test]
