@@ -83,27 +83,30 @@ pub struct TailRead {
     pub since: Instant,
 }
 
-/// Joins runs of up to `per_request` consecutive blocks of one piece into one request each.
-fn coalesce_requests(blocks: &[BlockRef], per_request: u32) -> Vec<BlockRef> {
-    let mut out: Vec<BlockRef> = Vec::with_capacity(blocks.len());
+/// Calls `send` once per run of up to `per_request` consecutive blocks of one piece, with
+/// the run as one request.
+fn coalesce_requests(blocks: &[BlockRef], per_request: u32, mut send: impl FnMut(BlockRef)) {
+    let mut run: Option<BlockRef> = None;
     let mut joined = 0;
     for &b in blocks {
-        match out.last_mut() {
-            Some(last)
-                if joined < per_request
-                    && last.piece == b.piece
-                    && last.offset + last.len == b.offset =>
+        match run.as_mut() {
+            Some(r)
+                if joined < per_request && r.piece == b.piece && r.offset + r.len == b.offset =>
             {
-                last.len += b.len;
+                r.len += b.len;
                 joined += 1;
             }
             _ => {
-                out.push(b);
+                if let Some(r) = run.replace(b) {
+                    send(r);
+                }
                 joined = 1;
             }
         }
     }
-    out
+    if let Some(r) = run {
+        send(r);
+    }
 }
 
 /// Session-level settings a torrent needs.
@@ -411,13 +414,16 @@ impl Torrent {
             }
             Inbound::Request(block) => self.on_request(key, block)?,
             Inbound::Cancel(block) => p.their_requests.retain(|b| *b != block),
-            Inbound::Reject(rejected) => {
+            // A REJECT covers at most what one of our requests asked for; a longer one
+            // matches nothing (and is not cut into thousands of lookups).
+            Inbound::Reject(rejected) if rejected.len <= p.blocks_per_request * BLOCK_SIZE => {
                 for block in self.layout.blocks_within(rejected) {
                     if p.take_request(block).is_some() {
                         self.picker.release_block(key, block);
                     }
                 }
             }
+            Inbound::Reject(_) => {}
             Inbound::Extended { id: 0, payload } => {
                 if let Some(reqq) = extended::reqq_of(&payload) {
                     p.set_reqq(reqq);
@@ -892,10 +898,11 @@ impl Torrent {
         for &block in &picked {
             p.requests.push_back((block, now));
         }
-        for request in coalesce_requests(&picked, p.blocks_per_request) {
+        let stats = &mut self.stats;
+        coalesce_requests(&picked, p.blocks_per_request, |request| {
             p.outbox.send(&Message::Request(request));
-            self.stats.request_messages += 1;
-        }
+            stats.request_messages += 1;
+        });
     }
 
     /// Once a second: rates, pipeline sizes, snubbing, idle peers. Returns peers to drop.
