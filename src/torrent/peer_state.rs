@@ -22,6 +22,9 @@ const INITIAL_WINDOW: u32 = 32;
 /// The pipeline holds this much time's worth of the peer's measured rate (the
 /// bandwidth-delay product at this target delay).
 const TARGET_DELAY: Duration = Duration::from_secs(1);
+/// Most blocks one REQUEST asks for (64 KiB: what aria2 serves).
+pub const MAX_BLOCKS_PER_REQUEST: u32 = 4;
+
 /// Requests a peer may queue with us; past it the peer is flooding and is dropped.
 pub const MAX_QUEUED_REQUESTS: usize = 2000;
 
@@ -33,7 +36,7 @@ pub const MAX_QUEUED_REQUESTS: usize = 2000;
 /// requests over 16 KiB, as BEP 3 lets them, so they get one block per request.
 pub fn blocks_per_request(peer_id: &[u8; 20]) -> u32 {
     if peer_id.starts_with(b"A2-") {
-        4
+        MAX_BLOCKS_PER_REQUEST
     } else {
         1
     }
@@ -94,8 +97,8 @@ pub struct PeerState {
     pub released: VecDeque<BlockRef>,
     /// How many requests to keep outstanding.
     pub window: u32,
-    /// The peer's own cap (extension handshake `reqq`).
-    pub max_window: u32,
+    /// REQUEST messages the peer queues (extension handshake `reqq`, at most MAX_WINDOW).
+    reqq: u32,
     /// Consecutive blocks of a piece one REQUEST message may cover (`blocks_per_request`).
     pub blocks_per_request: u32,
     /// The id it wants `lt_donthave` sent with, if it speaks BEP 54.
@@ -129,7 +132,7 @@ impl PeerState {
             requests: VecDeque::new(),
             released: VecDeque::new(),
             window: INITIAL_WINDOW,
-            max_window: MAX_WINDOW,
+            reqq: MAX_WINDOW,
             blocks_per_request: 1,
             donthave_id: None,
             their_requests: VecDeque::new(),
@@ -157,7 +160,7 @@ impl PeerState {
         if self.peer_choking {
             return 0;
         }
-        (self.window.min(self.max_window) as usize).saturating_sub(self.requests.len())
+        (self.window.min(self.max_window()) as usize).saturating_sub(self.requests.len())
     }
 
     /// Removes `block` from the outstanding requests; returns when it was sent, or None if
@@ -207,16 +210,20 @@ impl PeerState {
         blocks
     }
 
-    /// Asks for `blocks` consecutive blocks per request from now on; the window's ceiling
-    /// grows with it.
+    /// Asks for `blocks` consecutive blocks per request from now on (at most
+    /// MAX_BLOCKS_PER_REQUEST); the window's ceilings grow with it.
     pub fn set_blocks_per_request(&mut self, blocks: u32) {
-        self.blocks_per_request = blocks.max(1);
-        self.max_window = self.ceiling();
+        self.blocks_per_request = blocks.clamp(1, MAX_BLOCKS_PER_REQUEST);
     }
 
-    /// Takes the peer's own request queue size (`reqq`, in requests) as the ceiling.
+    /// Takes the peer's own request queue size (`reqq`, in requests) as its cap.
     pub fn set_reqq(&mut self, reqq: u32) {
-        self.max_window = reqq.clamp(1, MAX_WINDOW) * self.blocks_per_request;
+        self.reqq = reqq.clamp(1, MAX_WINDOW);
+    }
+
+    /// The most blocks the peer's own queue takes: `reqq` requests.
+    pub fn max_window(&self) -> u32 {
+        self.reqq * self.blocks_per_request
     }
 
     /// The most blocks that may be in flight: MAX_WINDOW requests.
@@ -271,7 +278,7 @@ mod tests {
         let now = Instant::now();
         let mut p = PeerState::new("127.0.0.1:1".parse().unwrap(), Outbox::new(), 10, now);
         p.set_blocks_per_request(4);
-        assert_eq!(p.max_window, 4 * MAX_WINDOW);
+        assert_eq!(p.max_window(), 4 * MAX_WINDOW);
         p.download.add(1 << 40);
         p.download.tick(Duration::from_secs(1));
         p.resize_window_from_rate();
@@ -282,11 +289,12 @@ mod tests {
         );
         p.set_reqq(250);
         assert_eq!(
-            p.max_window, 1000,
+            p.max_window(),
+            1000,
             "its reqq of 250 requests holds 1000 blocks"
         );
         p.set_reqq(1 << 20);
-        assert_eq!(p.max_window, 4 * MAX_WINDOW, "a huge reqq is capped");
+        assert_eq!(p.max_window(), 4 * MAX_WINDOW, "a huge reqq is capped");
         assert_eq!(blocks_per_request(b"A2-1-36-0-0123456789"), 4);
         assert_eq!(blocks_per_request(b"-lt2080-0123456789ab"), 1);
     }
