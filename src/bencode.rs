@@ -30,6 +30,20 @@ pub fn validate(buf: &[u8]) -> Result<(), BencodeError> {
     Ok(())
 }
 
+/// The length of the one value `buf` starts with (bytes may follow it, as the raw data of a
+/// BEP 9 metadata piece follows its dictionary).
+pub fn leading_value_len(buf: &[u8]) -> Result<usize, BencodeError> {
+    skip_value(buf, 0, 0)
+}
+
+/// The integer stored under `key` in the top-level dictionary of `buf` (which must already
+/// be valid), or None if there is none or it is not an integer that fits an i64.
+pub fn dict_int(buf: &[u8], key: &[u8]) -> Option<i64> {
+    let span = dict_value_span(buf, key).ok()??;
+    let text = buf[span].strip_prefix(b"i")?.strip_suffix(b"e")?;
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
 /// Returns the byte range of the value stored under `key` in the top-level dictionary of
 /// `buf` (which must already be valid), or None if `buf` is not a dict or lacks the key.
 pub fn dict_value_span(buf: &[u8], key: &[u8]) -> Result<Option<Range<usize>>, BencodeError> {
@@ -180,6 +194,20 @@ mod tests {
         let span = dict_value_span(buf, b"info").unwrap().unwrap();
         assert_eq!(&buf[span], b"d4:name1:xe");
         assert_eq!(dict_value_span(buf, b"nope").unwrap(), None);
+    }
+
+    #[test]
+    fn reads_a_leading_value_and_its_integers() {
+        let buf = b"d8:msg_typei1e5:piecei2e10:total_sizei34567eeRAW";
+        let len = leading_value_len(buf).unwrap();
+        assert_eq!(&buf[len..], b"RAW");
+        let dict = &buf[..len];
+        assert_eq!(dict_int(dict, b"piece"), Some(2));
+        assert_eq!(dict_int(dict, b"total_size"), Some(34567));
+        assert_eq!(dict_int(dict, b"nope"), None);
+        assert_eq!(dict_int(b"d1:a3:xyze", b"a"), None);
+        assert_eq!(dict_int(b"d1:ai-7ee", b"a"), Some(-7));
+        assert_eq!(dict_int(b"d1:ai99999999999999999999ee", b"a"), None);
     }
 
     proptest::proptest! {

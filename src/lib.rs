@@ -15,6 +15,7 @@ pub mod creator;
 pub mod hash;
 pub mod layout;
 pub mod magnet;
+pub mod metadata;
 pub mod metainfo;
 pub mod net;
 pub mod peer;

@@ -270,6 +270,52 @@ fn spate_seeds_libtorrent_dials_in_with_mse() {
     });
 }
 
+/// A magnet link naming libtorrent's address: spate fetches the info dictionary from it
+/// (BEP 9 `ut_metadata`), keeps it, and downloads.
+#[test]
+fn libtorrent_seeds_spate_downloads_from_a_magnet_link() {
+    let swarm = Swarm::multi_file();
+    let seed = swarm.job(Role::Seed);
+    let seeder = Libtorrent::start_with(&seed, &[], &["--metadata", "on"]);
+    let mut leech = swarm.job(Role::Leech);
+    leech.torrent = magnet_link(&swarm, seed.port);
+    let (exit, log) = spate_download(&leech, &[], TRANSFER_TIMEOUT);
+    if exit != Some(Exit::Code(0)) {
+        panic!("spate download: {exit:?}\n{log}\n{}", seeder.log_tail());
+    }
+    swarm.assert_identical(Duration::ZERO, &[&log, &seeder.log_tail()]);
+    let kept = swarm
+        .leech_dir
+        .join(".spate")
+        .join(format!("{}.torrent", swarm.info_hash));
+    assert!(
+        kept.exists(),
+        "the fetched metadata is kept for the next run"
+    );
+}
+
+/// libtorrent given a magnet link naming spate's address: it fetches the info dictionary
+/// from spate, then the data.
+#[test]
+fn spate_seeds_libtorrent_downloads_from_a_magnet_link() {
+    let swarm = Swarm::multi_file();
+    let seed = swarm.job(Role::Seed);
+    let t = Instant::now();
+    let seeder = SpateSeeder::start(&seed, &[]);
+    let mut leech = swarm.job(Role::Leech);
+    leech.torrent = magnet_link(&swarm, seed.port);
+    let leecher = Libtorrent::start_with(&leech, &[], &["--metadata", "on"]);
+    wait_for_leecher(&swarm, leecher, seeder, t);
+}
+
+/// A magnet link with the swarm's info-hash and one peer, 127.0.0.1:`port`.
+fn magnet_link(swarm: &Swarm, port: u16) -> PathBuf {
+    PathBuf::from(format!(
+        "magnet:?xt=urn:btih:{}&dn=multi&x.pe=127.0.0.1:{port}",
+        swarm.info_hash
+    ))
+}
+
 /// libtorrent seeding with encryption forced closes spate's plain handshake: spate must dial
 /// it again with MSE and download.
 #[test]

@@ -1,6 +1,7 @@
 //! `spate download` and `spate seed`: run a session for one torrent (seed: one or more), with a progress bar on
 //! a terminal (plain periodic lines otherwise), and the end-of-run figures with `--stats`.
 
+use super::source::{fetch_and_save, saved_metainfo, Source};
 use super::units::{human_bytes, parse_size};
 use super::{load_torrent, BadInput};
 use crate::metainfo::Metainfo;
@@ -44,7 +45,9 @@ pub struct SwarmArgs {
 
 #[derive(clap::Args)]
 pub struct DownloadArgs {
-    /// The .torrent file.
+    /// The .torrent file, or a magnet link (quoted: `'magnet:?xt=urn:btih:...'`); a link's
+    /// metadata is fetched from its peers (x.pe, --peer) and trackers, then kept in
+    /// DIR/.spate so that the same command resumes.
     torrent: PathBuf,
     /// Directory to download into.
     #[arg(short, long, default_value = ".")]
@@ -102,23 +105,92 @@ fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
 }
 
 pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
-    let meta = Arc::new(load_torrent(&args.torrent)?);
+    let source = Source::parse(&args.torrent)?;
     let mut config = session_config(args.output.clone(), &args.swarm);
     config.seed = args.seed;
     config.memory_limit = args.memory_limit as usize;
     config.preallocate = !args.sparse;
     config.write_mode = args.write_mode;
     config.resume_interval = Duration::from_secs(args.resume_interval);
+    let magnet = match source {
+        Source::File(meta) => {
+            return crate::runtime::start(download(Arc::new(meta), config, &args))
+        }
+        Source::Magnet(magnet) => magnet,
+    };
+    add_peers(&mut config.peers, &magnet.peers);
+    if let Some(meta) = saved_metainfo(&args.output, &magnet) {
+        return crate::runtime::start(download(Arc::new(meta), config, &args));
+    }
+    if config.listen.port() == 0 {
+        // Trackers are told the port before the session binds it.
+        let probe = std::net::TcpListener::bind(config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        config.listen.set_port(probe.local_addr()?.port());
+    }
+    crate::runtime::start(async {
+        let fetched = fetch_and_save(
+            &magnet,
+            &args.output,
+            &config.peers,
+            config.listen.port(),
+            config.use_trackers,
+            args.swarm.quiet,
+            interrupted(),
+        )
+        .await?;
+        let Some((meta, peers)) = fetched else {
+            return Ok(say_if_interrupted(INTERRUPTED));
+        };
+        add_peers(&mut config.peers, &peers);
+        download(Arc::new(meta), config, &args).await
+    })
+}
+
+/// Runs the download session for `meta` and prints its end.
+async fn download(
+    meta: Arc<Metainfo>,
+    config: SessionConfig,
+    args: &DownloadArgs,
+) -> anyhow::Result<i32> {
     let verb = "downloading".to_string();
     let display = Display::new(args.swarm.quiet, meta.info.total_length, verb);
     let notice = VerifiedNotice::new(args.json, args.swarm.quiet);
-    let report = crate::runtime::start(session::run(Arc::clone(&meta), config, |p| {
+    let report = session::run(Arc::clone(&meta), config, |p| {
         display.show(p);
         notice.observe(p, &display);
-    }))?;
+    })
+    .await?;
     display.finish();
     print_report(&report, &meta, args.stats, args.json);
     Ok(say_if_interrupted(exit_code(&report)))
+}
+
+/// Appends the peers of `more` that `peers` lacks.
+fn add_peers(peers: &mut Vec<SocketAddr>, more: &[SocketAddr]) {
+    for p in more {
+        if !peers.contains(p) {
+            peers.push(*p);
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let terminated = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminated => {}
+    }
 }
 
 pub fn run_seed(args: SeedArgs) -> anyhow::Result<i32> {

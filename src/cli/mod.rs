@@ -6,6 +6,7 @@ mod create;
 mod download;
 mod info;
 mod progress;
+mod source;
 mod tracker;
 mod units;
 mod verify;
@@ -36,7 +37,7 @@ enum Command {
     Create(create::CreateArgs),
     /// Check downloaded data against a .torrent, piece by piece.
     Verify(verify::VerifyArgs),
-    /// Download a torrent into a directory.
+    /// Download a torrent (a .torrent file or a magnet link) into a directory.
     Download(download::DownloadArgs),
     /// Serve a torrent's data to peers until interrupted.
     Seed(download::SeedArgs),

@@ -162,9 +162,10 @@ pub async fn run_peer(
         return Err(duplicate.into());
     }
     if handshake.supports_extended() {
+        let metadata_size = ctx.torrent.borrow().metadata_size();
         outbox.send(&Message::Extended {
             id: 0,
-            payload: &extended::our_handshake(),
+            payload: &extended::our_handshake(metadata_size),
         });
     }
     let writer = tokio_uring::spawn({

@@ -1,8 +1,10 @@
-//! The BEP 10 extension handshake and the one extension message spate speaks: what we
-//! advertise (client name, how many requests we accept queued, `lt_donthave`) and what we
-//! read from the peer's (its request queue size `reqq`, its id for `lt_donthave`). BEP 54's
+//! The BEP 10 extension handshake and the extension messages spate speaks: what we
+//! advertise (client name, how many requests we accept queued, `lt_donthave`, `ut_metadata`
+//! with the info dictionary's size) and what we read from the peer's (its request queue size
+//! `reqq`, its ids for those extensions, the metadata size it offers). BEP 54's
 //! `lt_donthave` lets a seeder whose file went missing take back a piece it announced, so
-//! leechers stop waiting on requests it can no longer serve.
+//! leechers stop waiting on requests it can no longer serve; BEP 9's `ut_metadata` carries
+//! the info dictionary to peers that came from a magnet link (see `crate::metadata`).
 
 use crate::torrent::MAX_QUEUED_REQUESTS;
 use crate::types::PieceIndex;
@@ -11,13 +13,20 @@ use std::collections::HashMap;
 
 /// The extended message id peers use to send us `lt_donthave` (we pick it, BEP 10).
 pub const OUR_DONTHAVE_ID: u8 = 1;
+/// The extended message id peers use to send us `ut_metadata` messages.
+pub const OUR_METADATA_ID: u8 = 2;
 
-/// Our extension handshake payload (message id 20, extended id 0).
-pub fn our_handshake() -> Vec<u8> {
+/// Our extension handshake payload (message id 20, extended id 0); `metadata_size` is the
+/// size of the info dictionary we can send, None while we do not have it.
+pub fn our_handshake(metadata_size: Option<usize>) -> Vec<u8> {
     let mut m = HashMap::new();
     m.insert(b"lt_donthave".to_vec(), Value::Int(OUR_DONTHAVE_ID.into()));
+    m.insert(b"ut_metadata".to_vec(), Value::Int(OUR_METADATA_ID.into()));
     let mut d = HashMap::new();
     d.insert(b"m".to_vec(), Value::Dict(m));
+    if let Some(size) = metadata_size {
+        d.insert(b"metadata_size".to_vec(), Value::Int(size as i64));
+    }
     d.insert(b"reqq".to_vec(), Value::Int(MAX_QUEUED_REQUESTS as i64));
     d.insert(
         b"v".to_vec(),
@@ -44,9 +53,25 @@ pub fn reqq_of(payload: &[u8]) -> Option<u32> {
 
 /// The id a peer wants its `lt_donthave` messages sent with (`m.lt_donthave`), if any.
 pub fn donthave_id_of(payload: &[u8]) -> Option<u8> {
+    extension_id_of(payload, b"lt_donthave")
+}
+
+/// The id a peer wants its `ut_metadata` messages sent with (`m.ut_metadata`), if any.
+pub fn metadata_id_of(payload: &[u8]) -> Option<u8> {
+    extension_id_of(payload, b"ut_metadata")
+}
+
+/// The size of the info dictionary a peer offers (`metadata_size`), if it says.
+pub fn metadata_size_of(payload: &[u8]) -> Option<i64> {
+    crate::bencode::validate(payload).ok()?;
+    crate::bencode::dict_int(payload, b"metadata_size")
+}
+
+/// The id under `m.<name>` (0 means the peer turned the extension off).
+fn extension_id_of(payload: &[u8], name: &[u8]) -> Option<u8> {
     crate::bencode::validate(payload).ok()?;
     let m = crate::bencode::dict_value_span(payload, b"m").ok()??;
-    let id = positive_int_of(&payload[m], b"lt_donthave")?;
+    let id = positive_int_of(&payload[m], name)?;
     u8::try_from(id).ok()
 }
 
@@ -67,7 +92,10 @@ mod tests {
 
     #[test]
     fn reqq_round_trip_and_garbage() {
-        assert_eq!(reqq_of(&our_handshake()), Some(MAX_QUEUED_REQUESTS as u32));
+        assert_eq!(
+            reqq_of(&our_handshake(None)),
+            Some(MAX_QUEUED_REQUESTS as u32)
+        );
         assert_eq!(reqq_of(b"d4:reqqi250ee"), Some(250));
         assert_eq!(reqq_of(b"d4:reqqi-1ee"), None);
         assert_eq!(reqq_of(b"garbage"), None);
@@ -76,7 +104,7 @@ mod tests {
 
     #[test]
     fn donthave_id_round_trip_and_garbage() {
-        assert_eq!(donthave_id_of(&our_handshake()), Some(OUR_DONTHAVE_ID));
+        assert_eq!(donthave_id_of(&our_handshake(None)), Some(OUR_DONTHAVE_ID));
         assert_eq!(donthave_id_of(b"d1:md11:lt_donthavei7eee"), Some(7));
         assert_eq!(
             donthave_id_of(b"d1:md11:lt_donthavei0eee"),
@@ -87,6 +115,29 @@ mod tests {
         assert_eq!(donthave_id_of(b"d11:lt_donthavei7ee"), None, "not under m");
         assert_eq!(donthave_id_of(b"d1:mli1eee"), None);
         assert_eq!(donthave_id_of(b"d1:md11:lt_donthavei7e"), None, "truncated");
+    }
+
+    #[test]
+    fn metadata_fields_round_trip_and_garbage() {
+        let ours = our_handshake(Some(12345));
+        assert_eq!(metadata_id_of(&ours), Some(OUR_METADATA_ID));
+        assert_eq!(metadata_size_of(&ours), Some(12345));
+        assert_eq!(metadata_size_of(&our_handshake(None)), None);
+        assert_eq!(
+            metadata_id_of(b"d1:md11:ut_metadatai3ee13:metadata_sizei9ee"),
+            Some(3)
+        );
+        assert_eq!(
+            metadata_size_of(b"d13:metadata_sizei-9ee"),
+            Some(-9),
+            "checked later"
+        );
+        assert_eq!(metadata_size_of(b"d13:metadata_size1:9e"), None);
+        assert_eq!(
+            metadata_id_of(b"d1:md11:ut_metadatai0eee"),
+            None,
+            "0 disables"
+        );
     }
 
     #[test]

@@ -21,20 +21,26 @@ const READ_CHUNK: usize = 16 << 10;
 /// Bytes that tell a plain handshake from an MSE public key.
 const PLAIN_PREFIX_LEN: usize = 20;
 
-/// Shuts the socket down if the handshake is not over within `HANDSHAKE_TIMEOUT`.
-struct Watchdog {
+/// Shuts the socket down if it is still in use (the watchdog not dropped) after a timeout:
+/// `HANDSHAKE_TIMEOUT` for a handshake.
+pub(crate) struct Watchdog {
     done: Rc<Cell<bool>>,
 }
 
 impl Watchdog {
     fn start(stream: &Rc<TcpStream>) -> Watchdog {
+        Watchdog::start_for(stream, HANDSHAKE_TIMEOUT)
+    }
+
+    /// A watchdog that shuts `stream` down after `timeout`.
+    pub(crate) fn start_for(stream: &Rc<TcpStream>, timeout: Duration) -> Watchdog {
         let done = Rc::new(Cell::new(false));
         tokio_uring::spawn({
             // Weak: a strong reference would keep the socket open for the whole timeout
             // after a refused handshake.
             let (stream, done) = (Rc::downgrade(stream), Rc::clone(&done));
             async move {
-                tokio::time::sleep(HANDSHAKE_TIMEOUT).await;
+                tokio::time::sleep(timeout).await;
                 if let (false, Some(stream)) = (done.get(), stream.upgrade()) {
                     let _ = stream.shutdown(Shutdown::Both);
                 }

@@ -5,6 +5,7 @@
 //! sockets, the disk and the hashing threads; the decisions live in `torrent`.
 
 mod hub;
+pub mod magnet;
 mod peers;
 pub mod resume;
 mod trackers;
@@ -251,6 +252,7 @@ async fn run_torrent(
         upload_slots: config.upload_slots,
         reorder_buffers: hub.reorder_buffers_per_torrent,
         reorder_copies: hub.reorder_copies.clone(),
+        metadata: Some(Arc::from(meta.info_bytes.as_slice())),
     };
     let torrent = Rc::new(RefCell::new(Torrent::new(
         storage.layout().clone(),

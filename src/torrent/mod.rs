@@ -17,6 +17,7 @@ pub use verify::{HashVerdict, TailBytes, Verifier};
 use crate::buffer::{cut_chunks, BufferPool, Chunk};
 use crate::choker::{Choker, ChokerConfig, Decision, PeerSnapshot};
 use crate::layout::Layout;
+use crate::metadata::{self, MetadataMessage};
 use crate::peer::extended;
 use crate::peer::inbox::{Inbound, ReceivedBlock};
 use crate::peer::outbox::Outbox;
@@ -28,6 +29,7 @@ use reorder::Reorder;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Hash failures a peer may contribute to before it is banned.
@@ -120,6 +122,8 @@ pub struct TorrentConfig {
     /// Block-sized buffers such blocks are copied into when their receive buffer is mostly
     /// empty.
     pub reorder_copies: BufferPool,
+    /// The info dictionary, sent to peers that ask for it (BEP 9); None offers nothing.
+    pub metadata: Option<Arc<[u8]>>,
 }
 
 impl Default for TorrentConfig {
@@ -128,6 +132,7 @@ impl Default for TorrentConfig {
             upload_slots: 4,
             reorder_buffers: 8,
             reorder_copies: BufferPool::new(BLOCK_SIZE as usize, 64),
+            metadata: None,
         }
     }
 }
@@ -177,7 +182,13 @@ pub struct Torrent {
     pub stats: Stats,
     /// Pieces verified since the resume data was last saved.
     pub resume_dirty: bool,
+    /// The info dictionary we send to peers that ask (BEP 9).
+    metadata: Option<Arc<[u8]>>,
 }
+
+/// Bytes queued for a peer past which its metadata requests are rejected instead of
+/// answered: a peer that asks again and again without reading cannot make us hold more.
+const MAX_QUEUED_FOR_METADATA: usize = 256 << 10;
 
 impl Torrent {
     pub fn new(
@@ -217,11 +228,17 @@ impl Torrent {
             lost: BitVec::repeat(false, layout_piece_count),
             stats: Stats::default(),
             resume_dirty: false,
+            metadata: config.metadata,
         }
     }
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    /// The size of the info dictionary we offer peers, if we offer one.
+    pub fn metadata_size(&self) -> Option<usize> {
+        self.metadata.as_ref().map(|m| m.len())
     }
 
     pub fn have(&self) -> &BitVec<u8, Msb0> {
@@ -429,7 +446,12 @@ impl Torrent {
                     p.set_reqq(reqq);
                 }
                 p.donthave_id = extended::donthave_id_of(&payload);
+                p.metadata_id = extended::metadata_id_of(&payload);
             }
+            Inbound::Extended {
+                id: extended::OUR_METADATA_ID,
+                payload,
+            } => self.on_metadata_message(key, &payload),
             Inbound::Extended {
                 id: extended::OUR_DONTHAVE_ID,
                 payload,
@@ -441,6 +463,30 @@ impl Torrent {
             Inbound::Extended { .. } => {}
         }
         Ok(())
+    }
+
+    /// Answers a peer's request for a piece of the info dictionary (BEP 9), or rejects it
+    /// when we offer none or the peer has too much waiting already. A session never asks, so
+    /// anything else (and a message that does not parse) is ignored.
+    fn on_metadata_message(&mut self, key: PeerKey, payload: &[u8]) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        let (Some(their_id), Ok(MetadataMessage::Request { piece })) =
+            (p.metadata_id, MetadataMessage::parse(payload))
+        else {
+            return;
+        };
+        let reply = match &self.metadata {
+            Some(info) if p.outbox.queued_bytes() < MAX_QUEUED_FOR_METADATA => {
+                metadata::answer(info, piece)
+            }
+            _ => MetadataMessage::Reject { piece }.encode(),
+        };
+        p.outbox.send(&Message::Extended {
+            id: their_id,
+            payload: &reply,
+        });
     }
 
     fn on_have(&mut self, key: PeerKey, piece: PieceIndex) -> Result<(), Violation> {

@@ -103,6 +103,8 @@ pub struct PeerState {
     pub blocks_per_request: u32,
     /// The id it wants `lt_donthave` sent with, if it speaks BEP 54.
     pub donthave_id: Option<u8>,
+    /// The id it wants `ut_metadata` sent with, if it speaks BEP 9.
+    pub metadata_id: Option<u8>,
     /// Its requests waiting to be served.
     pub their_requests: VecDeque<BlockRef>,
     pub download: RateMeter,
@@ -135,6 +137,7 @@ impl PeerState {
             reqq: MAX_WINDOW,
             blocks_per_request: 1,
             donthave_id: None,
+            metadata_id: None,
             their_requests: VecDeque::new(),
             download: RateMeter::default(),
             upload: RateMeter::default(),

@@ -401,3 +401,71 @@ fn blocks_within_a_range_follow_the_block_grid_and_stay_in_the_piece() {
     assert_eq!(cut(2, 0, PIECE), [(0, PIECE)], "past the piece: whole");
     assert_eq!(cut(9, 0, u32::MAX), [(0, u32::MAX)], "no such piece: whole");
 }
+
+fn metadata_request(piece: u32) -> Inbound {
+    Inbound::Extended {
+        id: extended::OUR_METADATA_ID,
+        payload: crate::metadata::MetadataMessage::Request { piece }.encode(),
+    }
+}
+
+#[test]
+fn metadata_requests_are_answered_rejected_past_the_end_and_capped_per_peer() {
+    let info: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+    let config = TorrentConfig {
+        metadata: Some(Arc::from(info.as_slice())),
+        ..TorrentConfig::default()
+    };
+    let layout = Layout::from_lengths(PIECE, [u64::from(PIECE)]);
+    let (verifier, _rx) = Verifier::new(
+        Arc::new(HashPool::new(1)),
+        Arc::new(vec![[0; 20]]),
+        HashPlacement::Workers,
+    );
+    let mut t = Torrent::new(layout, BitVec::repeat(true, 1), verifier, config);
+    assert_eq!(t.metadata_size(), Some(20_000));
+    let (key, outbox) = peer(&mut t);
+    let now = Instant::now();
+    // Before its extension handshake we do not know the id to answer with: nothing is sent.
+    let before = outbox.queued_bytes();
+    t.on_message(key, metadata_request(0), now).unwrap();
+    assert_eq!(outbox.queued_bytes(), before);
+    let handshake = Inbound::Extended {
+        id: 0,
+        payload: b"d1:md11:ut_metadatai4eee".to_vec(),
+    };
+    t.on_message(key, handshake, now).unwrap();
+    // The last piece (3,616 bytes) follows its dictionary; past the end, a reject.
+    let header = 4 + 1 + 1; // length, id 20, extended id 4
+    let reply_len = |piece: u32, data: usize| {
+        let dict = crate::metadata::MetadataMessage::Data {
+            piece,
+            total_size: 20_000,
+            data: &[],
+        };
+        header + dict.encode().len() + data
+    };
+    let sent = outbox.queued_bytes();
+    t.on_message(key, metadata_request(1), now).unwrap();
+    assert_eq!(outbox.queued_bytes(), sent + reply_len(1, 20_000 - 16_384));
+    let sent = outbox.queued_bytes();
+    t.on_message(key, metadata_request(2), now).unwrap();
+    let reject = crate::metadata::MetadataMessage::Reject { piece: 2 }.encode();
+    assert_eq!(outbox.queued_bytes(), sent + header + reject.len());
+    // A peer that asks again and again without reading gets rejects once 256 KiB wait.
+    for _ in 0..100 {
+        t.on_message(key, metadata_request(0), now).unwrap();
+    }
+    let queued = outbox.queued_bytes();
+    assert!(
+        queued < MAX_QUEUED_FOR_METADATA + 2 * reply_len(0, 16_384),
+        "{queued}"
+    );
+    // Garbage under our id is ignored.
+    let garbage = Inbound::Extended {
+        id: extended::OUR_METADATA_ID,
+        payload: b"not bencode".to_vec(),
+    };
+    t.on_message(key, garbage, now).unwrap();
+    assert_eq!(outbox.queued_bytes(), queued);
+}

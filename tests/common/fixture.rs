@@ -47,9 +47,22 @@ impl Fixture {
         Fixture::finish(dir, "seed/one.bin", &args)
     }
 
+    /// A torrent of `files` under `seed/`, made from `seed/<top>` with `extra` flags for
+    /// `spate create` (which may set another piece size than 256 KiB).
+    pub fn multi_with(files: &[(&str, usize)], top: &str, extra: &[&str]) -> Fixture {
+        let dir = tempdir();
+        write_tree(&dir.path().join("seed"), files);
+        Fixture::finish(dir, &format!("seed/{top}"), extra)
+    }
+
     fn finish(dir: tempfile::TempDir, rel: &str, extra: &[&str]) -> Fixture {
         let torrent = dir.path().join("t.torrent");
-        let args = [&["--piece-size", "256K"], extra].concat();
+        let default_piece: &[&str] = if extra.contains(&"--piece-size") {
+            &[]
+        } else {
+            &["--piece-size", "256K"]
+        };
+        let args = [default_piece, extra].concat();
         create_torrent(&dir.path().join(rel), &torrent, &args);
         let meta = Metainfo::from_bytes(&std::fs::read(&torrent).unwrap()).unwrap();
         Fixture { dir, torrent, meta }

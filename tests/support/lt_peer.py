@@ -4,7 +4,7 @@ and for perf/compare.
 
 Usage: lt_peer.py seed|leech TORRENT SAVE_DIR PORT STATE_DIR
                   [--connect IP:PORT]... [--preset default|hps]
-                  [--encryption plain|forced]
+                  [--encryption plain|forced] [--metadata on]
 
 Runs one torrent in its own session bound to 127.0.0.1:PORT, TCP only, with
 DHT, LSD, UPnP, NAT-PMP, uTP and the IP notifier off and no plugins (so no
@@ -17,6 +17,8 @@ connections per IP are allowed (every peer here is 127.0.0.1).
 --preset hps from high_performance_seed(), except send_not_sent_low_watermark,
 which stays at 16 KiB (the preset's 512 KiB made a loopback seeder much slower).
 --connect: peers it dials itself once its data is checked.
+--metadata on: the ut_metadata extension (BEP 9) is added, so the session sends
+and fetches info dictionaries, and a leecher's TORRENT may be a magnet link.
 --encryption forced: it dials and answers with the MSE/PE handshake only (offering
 plaintext or RC4 after it, as libtorrent's default allowed_enc_level does); plain,
 the default, dials with a plain handshake and answers either.
@@ -61,7 +63,7 @@ def parse_args(args):
         sys.exit(__doc__)
     role, torrent, save, port, state_dir = args[0], args[1], args[2], int(args[3]), args[4]
     rest = args[5:]
-    connect, preset, encryption = [], "default", "plain"
+    connect, preset, encryption, metadata = [], "default", "plain", False
     while rest:
         if rest[0] == "--connect" and len(rest) >= 2:
             connect.append(parse_addr(rest[1]))
@@ -69,10 +71,12 @@ def parse_args(args):
             preset = rest[1]
         elif rest[0] == "--encryption" and len(rest) >= 2 and rest[1] in ("plain", "forced"):
             encryption = rest[1]
+        elif rest[0] == "--metadata" and len(rest) >= 2 and rest[1] == "on":
+            metadata = True
         else:
             sys.exit("unexpected argument %r" % rest[0])
         rest = rest[2:]
-    return role, torrent, save, port, state_dir, connect, preset, encryption
+    return role, torrent, save, port, state_dir, connect, preset, encryption, metadata
 
 
 def settings_for(port, preset, encryption):
@@ -118,7 +122,8 @@ def settings_for(port, preset, encryption):
 
 
 def main():
-    role, torrent, save, port, state_dir, connect, preset, encryption = parse_args(sys.argv[1:])
+    role, torrent, save, port, state_dir, connect, preset, encryption, metadata = \
+        parse_args(sys.argv[1:])
 
     stopping = []
     reannounce = []
@@ -138,12 +143,17 @@ def main():
           % (preset, encryption, live.get("listen_interfaces"), live.get("hashing_threads"),
              live.get("aio_threads")), flush=True)
 
-    info = lt.torrent_info(torrent)
-    if info.web_seeds():
-        print("torrent has web seeds; refusing", flush=True)
-        sys.exit(3)
-    params = lt.add_torrent_params()
-    params.ti = info
+    if metadata:
+        ses.add_extension("ut_metadata")
+    if metadata and role == "leech" and torrent.startswith("magnet:"):
+        params = lt.parse_magnet_uri(torrent)
+    else:
+        info = lt.torrent_info(torrent)
+        if info.web_seeds():
+            print("torrent has web seeds; refusing", flush=True)
+            sys.exit(3)
+        params = lt.add_torrent_params()
+        params.ti = info
     params.save_path = save
     params.flags &= ~lt.torrent_flags.auto_managed
     params.flags &= ~lt.torrent_flags.paused
