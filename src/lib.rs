@@ -12,6 +12,7 @@ pub mod check;
 pub mod choker;
 pub mod cli;
 pub mod creator;
+pub mod dht;
 pub mod hash;
 pub mod layout;
 pub mod magnet;

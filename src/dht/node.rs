@@ -1,0 +1,415 @@
+//! A DHT node on a UDP socket: answers other nodes' queries (from the routing table, the
+//! peer store and the tokens), sends ours with a two-second timeout each, bootstraps from
+//! the configured nodes and keeps the table filled, and runs searches (`search`): find the
+//! peers of an info-hash and, given a port, announce ourselves to the nodes closest to it.
+//! Answers are sent within a byte budget per second, so spoofed queries cannot turn us into
+//! an amplifier. Runs on the session's thread; dropping the `Dht` stops its tasks.
+
+use super::krpc::{self, Body, Contact, Krpc, Query, Response};
+use super::lookup::Lookup;
+use super::routing::{RoutingTable, K};
+use super::store::{PeerStore, Tokens};
+use super::NodeId;
+use crate::types::InfoHash;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+/// How long a query waits for its answer.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the table is refilled from the bootstrap nodes while it is small.
+const REFRESH_EVERY: Duration = Duration::from_secs(60);
+/// Bytes of answers sent per second, at most.
+const ANSWER_BUDGET: usize = 64 << 10;
+/// The nodes libtorrent and Transmission bootstrap from, used when none are given.
+pub const PUBLIC_BOOTSTRAP: [&str; 3] = [
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "router.utorrent.com:6881",
+];
+
+/// Where the node listens and whom it asks first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhtConfig {
+    /// An IPv4 address; port 0 picks one.
+    pub bind: SocketAddr,
+    /// host:port of the nodes to bootstrap from.
+    pub bootstrap: Vec<String>,
+}
+
+struct State {
+    table: RoutingTable,
+    tokens: Tokens,
+    store: PeerStore,
+    next_tid: u16,
+    /// Answer bytes left this second, and when the second began.
+    budget: (usize, Instant),
+}
+
+struct Inner {
+    socket: UdpSocket,
+    state: RefCell<State>,
+    pending: RefCell<HashMap<u16, (SocketAddrV4, oneshot::Sender<Response>)>>,
+    bootstrap: RefCell<Vec<SocketAddrV4>>,
+}
+
+/// A running DHT node.
+pub struct Dht {
+    inner: Rc<Inner>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Dht {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Dht {
+    /// Binds the socket and starts answering, bootstrapping and refreshing. Must run inside
+    /// the tokio-uring runtime.
+    pub fn start(config: &DhtConfig) -> std::io::Result<Dht> {
+        let socket = UdpSocket::from_std(crate::net::bind_udp_std(config.bind)?)?;
+        let now = Instant::now();
+        let inner = Rc::new(Inner {
+            socket,
+            state: RefCell::new(State {
+                table: RoutingTable::new(NodeId::random()),
+                tokens: Tokens::new(now),
+                store: PeerStore::default(),
+                next_tid: rand::random(),
+                budget: (ANSWER_BUDGET, now),
+            }),
+            pending: RefCell::new(HashMap::new()),
+            bootstrap: RefCell::new(Vec::new()),
+        });
+        let receive = tokio_uring::spawn(receive_loop(Rc::clone(&inner)));
+        let maintain = tokio_uring::spawn(maintain(Rc::clone(&inner), config.bootstrap.clone()));
+        Ok(Dht {
+            inner,
+            tasks: vec![receive, maintain],
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.socket.local_addr()
+    }
+
+    /// Nodes in the routing table.
+    pub fn nodes(&self) -> usize {
+        self.inner.state.borrow().table.len()
+    }
+
+    /// Finds peers of `info_hash` (those announced to us included) and, with a port,
+    /// announces that we have it on that port to the closest nodes that gave us a token.
+    pub async fn search(&self, info_hash: InfoHash, announce_port: Option<u16>) -> Vec<SocketAddr> {
+        let lookup = self
+            .inner
+            .lookup(NodeId::from(info_hash), Some(info_hash))
+            .await;
+        if let Some(port) = announce_port {
+            let announces = lookup.announce_targets().into_iter().map(|(c, token)| {
+                let query = Query::AnnouncePeer {
+                    info_hash,
+                    port,
+                    implied_port: false,
+                    token,
+                };
+                let inner = Rc::clone(&self.inner);
+                async move { inner.query(c.addr, query).await }
+            });
+            futures_util::future::join_all(announces).await;
+        }
+        let mut peers: Vec<SocketAddr> = lookup.peers().iter().map(|&a| a.into()).collect();
+        let stored = self
+            .inner
+            .state
+            .borrow()
+            .store
+            .peers(&info_hash, Instant::now());
+        for p in stored.into_iter().map(SocketAddr::V4) {
+            if !peers.contains(&p) {
+                peers.push(p);
+            }
+        }
+        peers
+    }
+}
+
+impl Inner {
+    fn own_id(&self) -> NodeId {
+        self.state.borrow().table.own_id()
+    }
+
+    /// Sends `query` to `addr` and waits for the answer; None on timeout or error.
+    async fn query(&self, addr: SocketAddrV4, query: Query) -> Option<Response> {
+        let tid = {
+            let mut s = self.state.borrow_mut();
+            s.next_tid = s.next_tid.wrapping_add(1);
+            s.next_tid
+        };
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(tid, (addr, tx));
+        let message = Krpc {
+            tid: tid.to_be_bytes().to_vec(),
+            body: Body::Query {
+                id: self.own_id(),
+                query,
+            },
+        };
+        let sent = self.socket.send_to(&message.encode(), addr).await.is_ok();
+        let answer = if sent {
+            tokio::time::timeout(QUERY_TIMEOUT, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        self.pending.borrow_mut().remove(&tid);
+        answer
+    }
+
+    /// An iterative search for `target`: `get_peers` when an info-hash is given, else
+    /// `find_node`. Starts from the table's closest nodes and, while the table is small,
+    /// the bootstrap nodes.
+    async fn lookup(self: &Rc<Self>, target: NodeId, info_hash: Option<InfoHash>) -> Lookup {
+        let mut start = self.state.borrow().table.closest(&target, K);
+        if start.len() < K {
+            let boot = self.bootstrap.borrow().clone();
+            start.extend(boot.into_iter().map(|addr| Contact { id: target, addr }));
+        }
+        let mut lookup = Lookup::new(target, self.own_id(), start);
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while let Some(c) = lookup.next_to_ask() {
+                let query = match info_hash {
+                    Some(info_hash) => Query::GetPeers { info_hash },
+                    None => Query::FindNode { target },
+                };
+                let inner = Rc::clone(self);
+                in_flight.push(async move { (c, inner.query(c.addr, query).await) });
+            }
+            use futures_util::StreamExt;
+            let Some((c, answer)) = in_flight.next().await else {
+                break;
+            };
+            match answer {
+                Some(r) => lookup.answered(c.addr, &r),
+                None => {
+                    lookup.failed(c.addr);
+                    self.state.borrow_mut().table.failed(&c.id);
+                }
+            }
+            if lookup.is_done() {
+                break;
+            }
+        }
+        lookup
+    }
+
+    /// Answers a query from `from`; returns the reply datagram, if any.
+    fn answer(&self, tid: Vec<u8>, from: SocketAddrV4, id: NodeId, query: Query) -> Vec<u8> {
+        let now = Instant::now();
+        let mut s = self.state.borrow_mut();
+        s.table.heard_from(Contact { id, addr: from }, now);
+        let own = s.table.own_id();
+        let body = match query {
+            Query::Ping => Body::Response(Response {
+                id: own,
+                ..Response::default()
+            }),
+            Query::FindNode { target } => Body::Response(Response {
+                id: own,
+                nodes: s.table.closest(&target, K),
+                ..Response::default()
+            }),
+            Query::GetPeers { info_hash } => Body::Response(Response {
+                id: own,
+                nodes: s.table.closest(&NodeId::from(info_hash), K),
+                values: s.store.peers(&info_hash, now),
+                token: Some(s.tokens.issue(*from.ip(), now)),
+            }),
+            Query::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token,
+            } => {
+                if s.tokens.accepts(*from.ip(), &token, now) {
+                    let port = if implied_port { from.port() } else { port };
+                    let peer = SocketAddrV4::new(*from.ip(), port);
+                    if krpc::usable(&peer) {
+                        s.store.add(info_hash, peer, now);
+                    }
+                    Body::Response(Response {
+                        id: own,
+                        ..Response::default()
+                    })
+                } else {
+                    Body::Error {
+                        code: 203,
+                        message: "bad token".into(),
+                    }
+                }
+            }
+        };
+        Krpc { tid, body }.encode()
+    }
+
+    /// Spends `bytes` of this second's answer budget; false when it is spent.
+    fn spend(&self, bytes: usize) -> bool {
+        let mut s = self.state.borrow_mut();
+        let now = Instant::now();
+        if now.duration_since(s.budget.1) >= Duration::from_secs(1) {
+            s.budget = (ANSWER_BUDGET, now);
+        }
+        if s.budget.0 < bytes {
+            return false;
+        }
+        s.budget.0 -= bytes;
+        true
+    }
+}
+
+/// Receives datagrams until the node is dropped: answers queries, hands answers to the
+/// queries waiting for them (only from the address asked).
+async fn receive_loop(inner: Rc<Inner>) {
+    let mut buf = vec![0u8; krpc::MAX_PACKET + 1];
+    loop {
+        let Ok((n, from)) = inner.socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let SocketAddr::V4(from) = from else {
+            continue;
+        };
+        if !krpc::usable(&from) {
+            continue;
+        }
+        let Ok(message) = Krpc::parse(&buf[..n]) else {
+            continue;
+        };
+        match message.body {
+            Body::Query { id, query } => {
+                let reply = inner.answer(message.tid, from, id, query);
+                if inner.spend(reply.len()) {
+                    let _ = inner.socket.send_to(&reply, from).await;
+                }
+            }
+            Body::Response(r) => {
+                let Ok(tid) = <[u8; 2]>::try_from(message.tid.as_slice()) else {
+                    continue;
+                };
+                let tid = u16::from_be_bytes(tid);
+                let waiting = inner.pending.borrow().get(&tid).map(|(addr, _)| *addr);
+                if waiting != Some(from) {
+                    continue;
+                }
+                let (_, tx) = inner
+                    .pending
+                    .borrow_mut()
+                    .remove(&tid)
+                    .expect("checked above");
+                inner.state.borrow_mut().table.heard_from(
+                    Contact {
+                        id: r.id,
+                        addr: from,
+                    },
+                    Instant::now(),
+                );
+                let _ = tx.send(r);
+            }
+            Body::Error { .. } => {}
+        }
+    }
+}
+
+/// Resolves the bootstrap nodes, then fills the table (a search for our own id) now and
+/// whenever it has fewer than `K` nodes, checking every `REFRESH_EVERY`.
+async fn maintain(inner: Rc<Inner>, bootstrap: Vec<String>) {
+    let resolved = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for host in bootstrap {
+            match host.to_socket_addrs() {
+                Ok(addrs) => out.extend(addrs.filter_map(|a| match a {
+                    SocketAddr::V4(v4) => Some(v4),
+                    SocketAddr::V6(_) => None,
+                })),
+                Err(e) => tracing::debug!(%host, error = %e, "DHT bootstrap node not resolved"),
+            }
+        }
+        out
+    })
+    .await
+    .unwrap_or_default();
+    *inner.bootstrap.borrow_mut() = resolved;
+    loop {
+        if inner.state.borrow().table.len() < K {
+            let own = inner.own_id();
+            inner.lookup(own, None).await;
+            tracing::debug!(nodes = inner.state.borrow().table.len(), "DHT bootstrapped");
+        }
+        tokio::time::sleep(REFRESH_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(bootstrap: &[&Dht]) -> Dht {
+        let config = DhtConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            bootstrap: bootstrap
+                .iter()
+                .map(|d| d.local_addr().unwrap().to_string())
+                .collect(),
+        };
+        Dht::start(&config).unwrap()
+    }
+
+    async fn until(mut f: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition never met");
+    }
+
+    /// Three nodes on loopback: one announces an info-hash through the first, a third finds
+    /// it there; a forged announce is refused.
+    #[test]
+    fn a_peer_announced_by_one_node_is_found_by_another() {
+        tokio_uring::start(async {
+            let router = node(&[]);
+            let seeder = node(&[&router]);
+            let leecher = node(&[&router]);
+            until(|| seeder.nodes() >= 1 && leecher.nodes() >= 1).await;
+            let info_hash = InfoHash([0x42; 20]);
+            let first = seeder.search(info_hash, Some(5555)).await;
+            assert!(first.is_empty(), "{first:?}");
+            let found = leecher.search(info_hash, None).await;
+            assert_eq!(found, ["127.0.0.1:5555".parse::<SocketAddr>().unwrap()]);
+            // An announce with a token the router never gave is refused.
+            let forged = Query::AnnouncePeer {
+                info_hash: InfoHash([0x43; 20]),
+                port: 7777,
+                implied_port: false,
+                token: b"forged".to_vec(),
+            };
+            let SocketAddr::V4(router_addr) = router.local_addr().unwrap() else {
+                unreachable!()
+            };
+            assert!(leecher.inner.query(router_addr, forged).await.is_none());
+            assert!(leecher.search(InfoHash([0x43; 20]), None).await.is_empty());
+        });
+    }
+}
