@@ -4,6 +4,7 @@
 use super::source::{fetch_and_save, saved_metainfo, Source};
 use super::units::{human_bytes, parse_size};
 use super::{load_torrent, BadInput};
+use crate::dht::{node::PUBLIC_BOOTSTRAP, DhtConfig};
 use crate::metainfo::Metainfo;
 use crate::session::{self, Ending, Progress, Report, SessionConfig, WriteMode};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -38,6 +39,15 @@ pub struct SwarmArgs {
     /// Do not announce to the torrent's trackers.
     #[arg(long)]
     no_trackers: bool,
+    /// Also find peers through the DHT (BEP 5), with a node on the listening port (UDP);
+    /// private torrents never use it.
+    #[arg(long)]
+    dht: bool,
+    /// A DHT node to join the DHT through (repeatable; implies --dht). Without it, the
+    /// routers libtorrent and Transmission use: router.bittorrent.com,
+    /// dht.transmissionbt.com and router.utorrent.com, port 6881.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<String>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -100,6 +110,14 @@ fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
         upload_slots: swarm.upload_slots,
         upload_limit: (swarm.upload_limit > 0).then_some(swarm.upload_limit),
         use_trackers: !swarm.no_trackers,
+        dht: (swarm.dht || !swarm.dht_bootstrap.is_empty()).then(|| DhtConfig {
+            bind: SocketAddr::new(swarm.listen_ip, swarm.listen_port),
+            bootstrap: if swarm.dht_bootstrap.is_empty() {
+                PUBLIC_BOOTSTRAP.iter().map(|s| s.to_string()).collect()
+            } else {
+                swarm.dht_bootstrap.clone()
+            },
+        }),
         ..SessionConfig::default()
     }
 }
@@ -135,6 +153,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
             &config.peers,
             config.listen.port(),
             config.use_trackers,
+            config.dht.clone(),
             args.swarm.quiet,
             interrupted(),
         )

@@ -5,6 +5,7 @@
 
 use super::units::human_bytes;
 use super::{load_torrent, BadInput};
+use crate::dht::DhtConfig;
 use crate::magnet::Magnet;
 use crate::metadata;
 use crate::metainfo::Metainfo;
@@ -57,6 +58,7 @@ pub async fn fetch_and_save(
     extra_peers: &[SocketAddr],
     port: u16,
     use_trackers: bool,
+    dht: Option<DhtConfig>,
     quiet: bool,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Option<(Metainfo, Vec<SocketAddr>)>> {
@@ -72,11 +74,13 @@ pub async fn fetch_and_save(
         peer_id: PeerId::generate(),
         port,
         use_trackers,
+        dht,
     };
     let what = magnet.name.clone().unwrap_or_else(|| info_hash.to_hex());
     if !quiet {
-        if fetch.peers.is_empty() && (fetch.trackers.is_empty() || !use_trackers) {
-            eprintln!("spate: {what}: the link names no peers and no trackers to ask; waiting for peers (give some with --peer)");
+        let no_trackers = fetch.trackers.is_empty() || !use_trackers;
+        if fetch.peers.is_empty() && no_trackers && fetch.dht.is_none() {
+            eprintln!("spate: {what}: the link names no peers and no trackers to ask, and the DHT is off (--dht); waiting for peers (give some with --peer)");
         } else {
             eprintln!("spate: fetching the torrent's metadata for {what}");
         }

@@ -89,8 +89,19 @@ impl Dht {
             pending: RefCell::new(HashMap::new()),
             bootstrap: RefCell::new(Vec::new()),
         });
+        // Addresses are usable at once; host names are resolved by the maintenance task.
+        let (literal, names): (Vec<&String>, Vec<&String>) = config
+            .bootstrap
+            .iter()
+            .partition(|b| b.parse::<SocketAddrV4>().is_ok());
+        inner.bootstrap.borrow_mut().extend(
+            literal
+                .iter()
+                .filter_map(|b| b.parse::<SocketAddrV4>().ok()),
+        );
+        let names = names.into_iter().cloned().collect();
         let receive = tokio_uring::spawn(receive_loop(Rc::clone(&inner)));
-        let maintain = tokio_uring::spawn(maintain(Rc::clone(&inner), config.bootstrap.clone()));
+        let maintain = tokio_uring::spawn(maintain(Rc::clone(&inner), names));
         Ok(Dht {
             inner,
             tasks: vec![receive, maintain],
@@ -330,10 +341,11 @@ async fn receive_loop(inner: Rc<Inner>) {
     }
 }
 
-/// Resolves the bootstrap nodes, then fills the table (a search for our own id) now and
+/// Resolves the bootstrap nodes given by name, then fills the table (a search for our own id) now and
 /// whenever it has fewer than `K` nodes, checking every `REFRESH_EVERY`.
 async fn maintain(inner: Rc<Inner>, bootstrap: Vec<String>) {
     let resolved = tokio::task::spawn_blocking(move || {
+        // Names only: nothing is looked up when every node was given as an address.
         let mut out = Vec::new();
         for host in bootstrap {
             match host.to_socket_addrs() {
@@ -348,7 +360,7 @@ async fn maintain(inner: Rc<Inner>, bootstrap: Vec<String>) {
     })
     .await
     .unwrap_or_default();
-    *inner.bootstrap.borrow_mut() = resolved;
+    inner.bootstrap.borrow_mut().extend(resolved);
     loop {
         if inner.state.borrow().table.len() < K {
             let own = inner.own_id();

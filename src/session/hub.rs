@@ -6,6 +6,7 @@
 use super::peers::PeerSource;
 use super::{SessionConfig, SessionError, RECEIVE_BUFFER, UPLOAD_MEMORY};
 use crate::buffer::{BufferPool, SizedPools};
+use crate::dht::{Dht, DhtConfig};
 use crate::hash::HashPool;
 use crate::net::{BoundSocket, TcpListener, TcpStream};
 use crate::peer::conn::{run_peer, Opening, MAX_UPLOAD_READ, TAIL_READ_BUDGET};
@@ -64,6 +65,8 @@ pub struct Hub {
     /// Torrents still checking their data.
     checking: Cell<usize>,
     accept_task: RefCell<Option<tokio::task::JoinHandle<()>>>,
+    /// The session's DHT node, on the listening port (UDP), when asked for.
+    pub dht: Option<Rc<Dht>>,
 }
 
 impl Hub {
@@ -84,7 +87,12 @@ impl Hub {
             (config.memory_limit - copies).max(4 * RECEIVE_BUFFER),
         );
         let reorder_buffers_per_torrent = receive_pool.buffers() / 4 / torrents.max(1);
+        let dht = config
+            .dht
+            .as_ref()
+            .and_then(|dht| start_dht(dht, listen_addr));
         Ok(Rc::new(Hub {
+            dht,
             listen_addr,
             peer_id: PeerId::generate(),
             hash_pool: Arc::new(HashPool::per_core()),
@@ -240,6 +248,26 @@ async fn answer(
     if let Err(e) = result {
         if e.is_misbehaviour() {
             ctx.torrent.borrow_mut().stats.peers_dropped += 1;
+        }
+    }
+}
+
+/// The session's DHT node on the UDP port of `listen` (IPv4: an IPv6 listening address gets
+/// the node on 0.0.0.0). A port already taken costs the DHT, not the session.
+fn start_dht(config: &DhtConfig, listen: SocketAddr) -> Option<Rc<Dht>> {
+    let ip = match listen.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
+    };
+    let config = DhtConfig {
+        bind: SocketAddr::from((ip, listen.port())),
+        ..config.clone()
+    };
+    match Dht::start(&config) {
+        Ok(dht) => Some(Rc::new(dht)),
+        Err(e) => {
+            tracing::warn!(addr = %config.bind, error = %e, "DHT off: cannot bind its port");
+            None
         }
     }
 }

@@ -1,12 +1,13 @@
 //! Fetching a magnet link's info dictionary from peers (BEP 9), before the download proper.
-//! Peers come from the link (`x.pe`), the command line and the link's trackers (announced
-//! to every few seconds until the dictionary arrives); up to `PARALLEL` are asked at once,
+//! Peers come from the link (`x.pe`), the command line, the link's trackers (announced to
+//! every few seconds until the dictionary arrives) and, when asked for, the DHT; up to `PARALLEL` are asked at once,
 //! each for every piece over one connection of its own, and the first dictionary whose
 //! SHA-1 is the info-hash wins. A peer that cannot or will not send it is asked again later;
 //! one that sends a dictionary with another hash is not asked again. The session then runs
 //! as it does for a .torrent file, starting with the peers found here.
 
 use crate::announce::{http_client, AnnounceConfig, Announcer, HttpConfig, TransferStats};
+use crate::dht::{Dht, DhtConfig};
 use crate::metadata::{MetadataAssembler, MetadataError, MetadataMessage};
 use crate::net::TcpStream;
 use crate::peer::conn::PeerError;
@@ -52,6 +53,8 @@ pub struct MagnetFetch {
     /// The port the session will listen on, told to trackers.
     pub port: u16,
     pub use_trackers: bool,
+    /// Also search the DHT (a node of its own on a free port, for the search only).
+    pub dht: Option<DhtConfig>,
 }
 
 /// How the search is going, for a progress line.
@@ -108,7 +111,10 @@ pub async fn fetch_metadata(
 ) -> Option<Fetched> {
     let (found_tx, mut found_rx) = tokio::sync::mpsc::channel::<Vec<SocketAddr>>(4);
     let announcer = (fetch.use_trackers && !fetch.trackers.is_empty())
-        .then(|| tokio_uring::spawn(announce_until_dropped(fetch.clone(), found_tx)));
+        .then(|| tokio_uring::spawn(announce_until_dropped(fetch.clone(), found_tx.clone())));
+    let dht_search = fetch.dht.clone().map(|config| {
+        tokio_uring::spawn(search_dht_until_dropped(config, fetch.info_hash, found_tx))
+    });
     let (done_tx, mut done_rx) =
         tokio::sync::mpsc::channel::<(SocketAddr, Result<Vec<u8>, AskError>)>(PARALLEL);
     let mut peers = PeerList::default();
@@ -149,8 +155,8 @@ pub async fn fetch_metadata(
             _ = &mut stop => break None,
         }
     };
-    if let Some(task) = announcer {
-        drop(task); // detached: it ends with the runtime, or on its next send
+    for task in announcer.into_iter().chain(dht_search) {
+        task.abort();
     }
     result
 }
@@ -194,6 +200,37 @@ async fn announce_until_dropped(
             .min(Duration::from_secs(60))
             .max(MIN_ANNOUNCE_GAP);
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Searches the DHT for the info-hash every few seconds, sending each peer list on, until
+/// aborted or the receiver is gone. The node binds a free port of `config.bind`'s address:
+/// the session's own node takes the listening port afterwards.
+async fn search_dht_until_dropped(
+    config: DhtConfig,
+    info_hash: InfoHash,
+    found: tokio::sync::mpsc::Sender<Vec<SocketAddr>>,
+) {
+    let mut bind = config.bind;
+    bind.set_port(0);
+    let dht = match Dht::start(&DhtConfig { bind, ..config }) {
+        Ok(dht) => dht,
+        Err(e) => {
+            tracing::warn!(error = %e, "DHT search off");
+            return;
+        }
+    };
+    loop {
+        let peers = dht.search(info_hash, None).await;
+        tracing::debug!(
+            peers = peers.len(),
+            nodes = dht.nodes(),
+            "DHT search for metadata"
+        );
+        if !peers.is_empty() && found.send(peers).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(MIN_ANNOUNCE_GAP).await;
     }
 }
 

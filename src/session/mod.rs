@@ -4,6 +4,7 @@
 //! error, or on SIGINT/SIGTERM (resume data flushed first). It wires the torrent state to the
 //! sockets, the disk and the hashing threads; the decisions live in `torrent`.
 
+mod dht_search;
 mod hub;
 pub mod magnet;
 mod peers;
@@ -11,6 +12,7 @@ pub mod resume;
 mod trackers;
 
 use crate::check::{check_pieces, PieceCheck};
+use crate::dht::DhtConfig;
 use crate::hash::HashPlacement;
 use crate::metainfo::Metainfo;
 use crate::peer::conn::{ConnContext, FatalSlot};
@@ -99,6 +101,9 @@ pub struct SessionConfig {
     pub handle_signals: bool,
     /// Where arriving blocks are hashed.
     pub hash_placement: HashPlacement,
+    /// Run a DHT node (BEP 5) on the listening port and find peers of public torrents
+    /// through it; None leaves the DHT off.
+    pub dht: Option<DhtConfig>,
 }
 
 impl Default for SessionConfig {
@@ -119,6 +124,7 @@ impl Default for SessionConfig {
             shutdown: None,
             handle_signals: true,
             hash_placement: HashPlacement::for_this_machine(),
+            dht: None,
         }
     }
 }
@@ -288,6 +294,15 @@ async fn run_torrent(
             Rc::clone(&signals),
         ))
     });
+    // Private torrents (BEP 27) find peers through their trackers only.
+    let dht_task = hub.dht.as_ref().filter(|_| !meta.info.private).map(|dht| {
+        tokio_uring::spawn(dht_search::search_loop(
+            Rc::clone(dht),
+            meta.info_hash,
+            listen_addr.port(),
+            Rc::clone(&source),
+        ))
+    });
     let complete = Rc::new(tokio::sync::Notify::new());
     let verdict_task = tokio_uring::spawn({
         let (torrent, complete) = (Rc::clone(&torrent), Rc::clone(&complete));
@@ -313,6 +328,9 @@ async fn run_torrent(
         t.abort();
     }
     verdict_task.abort();
+    if let Some(task) = dht_task {
+        task.abort();
+    }
     if let Some(task) = tracker_task {
         signals.stop.notify_one();
         let _ = tokio::time::timeout(
