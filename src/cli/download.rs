@@ -147,17 +147,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
         config.listen.set_port(probe.local_addr()?.port());
     }
     crate::runtime::start(async {
-        let fetched = fetch_and_save(
-            &magnet,
-            &args.output,
-            &config.peers,
-            config.listen.port(),
-            config.use_trackers,
-            config.dht.clone(),
-            args.swarm.quiet,
-            interrupted(),
-        )
-        .await?;
+        let fetched = fetch_and_save(&magnet, &config, args.swarm.quiet, interrupted()).await?;
         let Some((meta, peers)) = fetched else {
             return Ok(say_if_interrupted(INTERRUPTED));
         };

@@ -5,11 +5,11 @@
 
 use super::units::human_bytes;
 use super::{load_torrent, BadInput};
-use crate::dht::DhtConfig;
 use crate::magnet::Magnet;
 use crate::metadata;
 use crate::metainfo::Metainfo;
 use crate::session::magnet::{fetch_metadata, FetchStatus, MagnetFetch};
+use crate::session::SessionConfig;
 use crate::types::PeerId;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,31 +50,30 @@ pub fn saved_metainfo(out_dir: &Path, magnet: &Magnet) -> Option<Metainfo> {
     (Some(meta.info_hash) == magnet.info_hash).then_some(meta)
 }
 
-/// Fetches the link's info dictionary from peers, saves it under `out_dir`, and returns
-/// the torrent with the peers heard of. None if stopped first.
+/// Fetches the link's info dictionary from peers (the link's, `config.peers`, its trackers
+/// unless `config` turns them off, the DHT if `config` runs it), saves it under
+/// `config.out_dir`, and returns the torrent with the peers heard of. None if stopped first.
 pub async fn fetch_and_save(
     magnet: &Magnet,
-    out_dir: &Path,
-    extra_peers: &[SocketAddr],
-    port: u16,
-    use_trackers: bool,
-    dht: Option<DhtConfig>,
+    config: &SessionConfig,
     quiet: bool,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Option<(Metainfo, Vec<SocketAddr>)>> {
+    let out_dir = &config.out_dir;
+    let use_trackers = config.use_trackers;
     let info_hash = magnet
         .info_hash
         .expect("Magnet::parse requires an info-hash");
     let mut peers = magnet.peers.clone();
-    peers.extend(extra_peers.iter().filter(|p| !magnet.peers.contains(p)));
+    peers.extend(config.peers.iter().filter(|p| !magnet.peers.contains(p)));
     let fetch = MagnetFetch {
         info_hash,
         trackers: magnet.trackers.clone(),
         peers,
         peer_id: PeerId::generate(),
-        port,
+        port: config.listen.port(),
         use_trackers,
-        dht,
+        dht: config.dht.clone(),
     };
     let what = magnet.name.clone().unwrap_or_else(|| info_hash.to_hex());
     if !quiet {
