@@ -308,6 +308,57 @@ fn spate_seeds_libtorrent_downloads_from_a_magnet_link() {
     wait_for_leecher(&swarm, leecher, seeder, t);
 }
 
+/// libtorrent with its DHT bootstrapped from spate's node, given a magnet link with only the
+/// info-hash: it finds spate through the DHT (spate announces to it), fetches the metadata
+/// and the data.
+#[test]
+fn libtorrent_finds_spate_through_the_dht() {
+    let swarm = Swarm::multi_file();
+    let seed = swarm.job(Role::Seed);
+    let t = Instant::now();
+    let own = format!("127.0.0.1:{}", seed.port);
+    let seeder = SpateSeeder::start_with(&seed, &[], &["--dht-bootstrap", &own]);
+    let mut leech = swarm.job(Role::Leech);
+    leech.torrent = PathBuf::from(format!("magnet:?xt=urn:btih:{}", swarm.info_hash));
+    let leecher =
+        Libtorrent::start_with(&leech, &[], &["--metadata", "on", "--dht-bootstrap", &own]);
+    wait_for_leecher(&swarm, leecher, seeder, t);
+}
+
+/// libtorrent seeds and announces itself in the DHT through a spate node (seeding another
+/// torrent); spate, given only the info-hash, finds libtorrent there.
+#[test]
+fn spate_finds_libtorrent_through_the_dht() {
+    let other = common::fixture::Fixture::single(100_000);
+    let node_port = free_port();
+    let node_addr = format!("127.0.0.1:{node_port}");
+    let _node = common::swarm::start_seeder_on(
+        node_port,
+        &other.torrent,
+        &other.seed_dir(),
+        &["--dht-bootstrap", &node_addr],
+    );
+    let swarm = Swarm::multi_file();
+    let seed = swarm.job(Role::Seed);
+    let seeder = Libtorrent::start_with(
+        &seed,
+        &[],
+        &["--metadata", "on", "--dht-bootstrap", &node_addr],
+    );
+    let mut leech = swarm.job(Role::Leech);
+    leech.torrent = PathBuf::from(format!("magnet:?xt=urn:btih:{}", swarm.info_hash));
+    let (exit, log) = spate_download_with(
+        &leech,
+        &[],
+        TRANSFER_TIMEOUT,
+        &["--dht-bootstrap", &node_addr],
+    );
+    if exit != Some(Exit::Code(0)) {
+        panic!("spate download: {exit:?}\n{log}\n{}", seeder.log_tail());
+    }
+    swarm.assert_identical(Duration::ZERO, &[&log, &seeder.log_tail()]);
+}
+
 /// A magnet link with the swarm's info-hash and one peer, 127.0.0.1:`port`.
 fn magnet_link(swarm: &Swarm, port: u16) -> PathBuf {
     PathBuf::from(format!(

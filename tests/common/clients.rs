@@ -1265,6 +1265,11 @@ pub struct SpateSeeder {
 
 impl SpateSeeder {
     pub fn start(job: &Job, peers: &[SocketAddr]) -> SpateSeeder {
+        SpateSeeder::start_with(job, peers, &[])
+    }
+
+    /// [`SpateSeeder::start`] with more `spate seed` flags.
+    pub fn start_with(job: &Job, peers: &[SocketAddr], extra: &[&str]) -> SpateSeeder {
         assert_eq!(job.role, Role::Seed);
         let home = home();
         let mut cmd = super::spate();
@@ -1274,7 +1279,8 @@ impl SpateSeeder {
             .arg(&job.dir)
             .args(["--listen-ip", LOCALHOST, "--listen-port"])
             .arg(job.port.to_string())
-            .args(["--no-trackers", "--quiet"]);
+            .args(["--no-trackers", "--quiet"])
+            .args(extra);
         for p in peers {
             cmd.arg("--peer").arg(p.to_string());
         }
@@ -1302,6 +1308,16 @@ pub fn spate_download(
     peers: &[SocketAddr],
     timeout: Duration,
 ) -> (Option<Exit>, String) {
+    spate_download_with(job, peers, timeout, &[])
+}
+
+/// [`spate_download`] with more `spate download` flags.
+pub fn spate_download_with(
+    job: &Job,
+    peers: &[SocketAddr],
+    timeout: Duration,
+    extra: &[&str],
+) -> (Option<Exit>, String) {
     assert_eq!(job.role, Role::Leech);
     let home = home();
     let mut cmd = super::spate();
@@ -1312,7 +1328,8 @@ pub fn spate_download(
         .arg(&job.dir)
         .args(["--listen-ip", LOCALHOST, "--listen-port"])
         .arg(job.port.to_string())
-        .args(["--no-trackers", "--quiet", "--json"]);
+        .args(["--no-trackers", "--quiet", "--json"])
+        .args(extra);
     for p in peers {
         cmd.arg("--peer").arg(p.to_string());
     }

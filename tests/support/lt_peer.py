@@ -5,6 +5,7 @@ and for perf/compare.
 Usage: lt_peer.py seed|leech TORRENT SAVE_DIR PORT STATE_DIR
                   [--connect IP:PORT]... [--preset default|hps]
                   [--encryption plain|forced] [--metadata on]
+                  [--dht-bootstrap 127.0.0.1:PORT]
 
 Runs one torrent in its own session bound to 127.0.0.1:PORT, TCP only, with
 DHT, LSD, UPnP, NAT-PMP, uTP and the IP notifier off and no plugins (so no
@@ -17,6 +18,9 @@ connections per IP are allowed (every peer here is 127.0.0.1).
 --preset hps from high_performance_seed(), except send_not_sent_low_watermark,
 which stays at 16 KiB (the preset's 512 KiB made a loopback seeder much slower).
 --connect: peers it dials itself once its data is checked.
+--dht-bootstrap: the DHT is on, with that one loopback node to bootstrap from (and
+libtorrent's rules against several nodes on one IP off, since every node here is
+127.0.0.1); the settings check then requires exactly that bootstrap node.
 --metadata on: the ut_metadata extension (BEP 9) is added, so the session sends
 and fetches info dictionaries, and a leecher's TORRENT may be a magnet link.
 --encryption forced: it dials and answers with the MSE/PE handshake only (offering
@@ -63,7 +67,7 @@ def parse_args(args):
         sys.exit(__doc__)
     role, torrent, save, port, state_dir = args[0], args[1], args[2], int(args[3]), args[4]
     rest = args[5:]
-    connect, preset, encryption, metadata = [], "default", "plain", False
+    connect, preset, encryption, metadata, dht = [], "default", "plain", False, None
     while rest:
         if rest[0] == "--connect" and len(rest) >= 2:
             connect.append(parse_addr(rest[1]))
@@ -73,13 +77,15 @@ def parse_args(args):
             encryption = rest[1]
         elif rest[0] == "--metadata" and len(rest) >= 2 and rest[1] == "on":
             metadata = True
+        elif rest[0] == "--dht-bootstrap" and len(rest) >= 2 and rest[1].startswith("127."):
+            dht = rest[1]
         else:
             sys.exit("unexpected argument %r" % rest[0])
         rest = rest[2:]
-    return role, torrent, save, port, state_dir, connect, preset, encryption, metadata
+    return role, torrent, save, port, state_dir, connect, preset, encryption, metadata, dht
 
 
-def settings_for(port, preset, encryption):
+def settings_for(port, preset, encryption, dht):
     s = lt.high_performance_seed() if preset == "hps" else lt.default_settings()
     s.update({
         "listen_interfaces": "127.0.0.1:%d" % port,
@@ -113,6 +119,11 @@ def settings_for(port, preset, encryption):
     })
     if preset == "hps":
         s["send_not_sent_low_watermark"] = 16384
+    if dht:
+        s["enable_dht"] = True
+        s["dht_bootstrap_nodes"] = dht
+        s["dht_restrict_routing_ips"] = False
+        s["dht_restrict_search_ips"] = False
     if encryption == "forced":
         s["out_enc_policy"] = int(lt.enc_policy.forced)
         s["in_enc_policy"] = int(lt.enc_policy.forced)
@@ -122,7 +133,7 @@ def settings_for(port, preset, encryption):
 
 
 def main():
-    role, torrent, save, port, state_dir, connect, preset, encryption, metadata = \
+    role, torrent, save, port, state_dir, connect, preset, encryption, metadata, dht = \
         parse_args(sys.argv[1:])
 
     stopping = []
@@ -133,10 +144,10 @@ def main():
 
     # flags 0: no default plugins; settings given to the constructor, so DHT
     # and LSD never start, not even briefly
-    ses = lt.session(settings_for(port, preset, encryption), 0)
+    ses = lt.session(settings_for(port, preset, encryption, dht), 0)
     live = ses.get_settings()
-    on = [k for k in MUST_BE_OFF if live.get(k)]
-    if on or live.get("dht_bootstrap_nodes"):
+    on = [k for k in MUST_BE_OFF if live.get(k) and not (dht and k == "enable_dht")]
+    if on or live.get("dht_bootstrap_nodes") != (dht or ""):
         print("settings check failed: %s are on" % on, flush=True)
         sys.exit(3)
     print("settings ok (preset %s, encryption %s): listen %s, hashing_threads %s, aio_threads %s"
