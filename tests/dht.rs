@@ -9,6 +9,7 @@ mod common;
 use common::fixture::Fixture;
 use common::swarm::{free_port, report_of, spawn_on, start_seeder_on, Proc};
 use common::*;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -29,62 +30,47 @@ fn bootstrap_node() -> (Proc, Fixture, String) {
     (node, other, addr)
 }
 
-#[test]
-fn a_leecher_finds_the_seeder_through_the_dht_alone() {
+/// `spate download SOURCE -o OUT --json --dht-bootstrap BOOT` plus `extra`.
+fn leech_via_dht(source: &str, out: &std::path::Path, boot: &str, extra: &[&str]) -> Proc {
+    let args = [
+        "download",
+        source,
+        "-o",
+        path_str(out),
+        "--json",
+        "--dht-bootstrap",
+        boot,
+    ];
+    spawn_on(free_port(), &[&args[..], extra].concat())
+}
+
+/// A seeder of `torrent` (data in `dir`) that joins the DHT through `boot`.
+fn dht_seeder(torrent: &Path, dir: &Path, boot: &str) -> Proc {
+    start_seeder_on(free_port(), torrent, dir, &["--dht-bootstrap", boot])
+}
+
+/// Seeds `fx` into the DHT, downloads `source` (its .torrent or a link) through the DHT
+/// alone, and checks the files.
+fn download_through_dht(fx: &Fixture, source: &str, extra: &[&str]) {
     let (_node, _other, boot) = bootstrap_node();
-    let fx = Fixture::single(3 << 20);
-    let _seeder = start_seeder_on(
-        free_port(),
-        &fx.torrent,
-        &fx.seed_dir(),
-        &["--dht-bootstrap", &boot],
-    );
+    let _seeder = dht_seeder(&fx.torrent, &fx.seed_dir(), &boot);
     let out = fx.out_dir("leech");
-    let leecher = spawn_on(
-        free_port(),
-        &[
-            "download",
-            path_str(&fx.torrent),
-            "-o",
-            path_str(&out),
-            "--json",
-            "--no-trackers",
-            "--dht-bootstrap",
-            &boot,
-        ],
-    );
-    let report = report_of(&leecher.wait(LIMIT));
+    let report = report_of(&leech_via_dht(source, &out, &boot, extra).wait(LIMIT));
     assert_eq!(report["complete"], true);
     fx.assert_same_files(&out);
 }
 
 #[test]
+fn a_leecher_finds_the_seeder_through_the_dht_alone() {
+    let fx = Fixture::single(3 << 20);
+    download_through_dht(&fx, path_str(&fx.torrent), &["--no-trackers"]);
+}
+
+#[test]
 fn a_bare_magnet_link_is_fetched_through_the_dht() {
-    let (_node, _other, boot) = bootstrap_node();
     let fx = Fixture::multi();
-    let _seeder = start_seeder_on(
-        free_port(),
-        &fx.torrent,
-        &fx.seed_dir(),
-        &["--dht-bootstrap", &boot],
-    );
-    let out = fx.out_dir("leech");
     let link = format!("magnet:?xt=urn:btih:{}", fx.meta.info_hash.to_hex());
-    let leecher = spawn_on(
-        free_port(),
-        &[
-            "download",
-            &link,
-            "-o",
-            path_str(&out),
-            "--json",
-            "--dht-bootstrap",
-            &boot,
-        ],
-    );
-    let report = report_of(&leecher.wait(LIMIT));
-    assert_eq!(report["complete"], true);
-    fx.assert_same_files(&out);
+    download_through_dht(&fx, &link, &[]);
 }
 
 #[test]
@@ -98,26 +84,9 @@ fn a_private_torrent_is_never_found_through_the_dht() {
         &torrent,
         &["--piece-size", "256K", "--private"],
     );
-    let _seeder = start_seeder_on(
-        free_port(),
-        &torrent,
-        &dir.path().join("seed"),
-        &["--dht-bootstrap", &boot],
-    );
+    let _seeder = dht_seeder(&torrent, &dir.path().join("seed"), &boot);
     let out = dir.path().join("leech");
-    let leecher = spawn_on(
-        free_port(),
-        &[
-            "download",
-            path_str(&torrent),
-            "-o",
-            path_str(&out),
-            "--json",
-            "--no-trackers",
-            "--dht-bootstrap",
-            &boot,
-        ],
-    );
+    let leecher = leech_via_dht(path_str(&torrent), &out, &boot, &["--no-trackers"]);
     // Public torrents are found within a second here; give it several.
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(4));

@@ -35,7 +35,7 @@ const MAX_QUEUED_UPLOAD: usize = 2 << 20;
 /// Four long-run buffers, or 64 single-block ones for a leecher that asks a block at a time.
 const MAX_PINNED_UPLOAD: usize = 1 << 20;
 /// We advertise the extension protocol (BEP 10) only.
-const OUR_EXTENSIONS: Extensions = Extensions {
+pub const OUR_EXTENSIONS: Extensions = Extensions {
     extended: true,
     fast: false,
     dht: false,

@@ -10,12 +10,12 @@ use crate::announce::{http_client, AnnounceConfig, Announcer, HttpConfig, Transf
 use crate::dht::{Dht, DhtConfig};
 use crate::metadata::{MetadataAssembler, MetadataError, MetadataMessage};
 use crate::net::TcpStream;
-use crate::peer::conn::PeerError;
+use crate::peer::conn::{PeerError, OUR_EXTENSIONS};
 use crate::peer::extended;
 use crate::peer::handshake::{dial_encrypted, read_handshake, Watchdog};
 use crate::tracker::Event;
 use crate::types::{InfoHash, PeerId};
-use crate::wire::{Extensions, FrameDecoder, Handshake, Message, DEFAULT_MAX_FRAME};
+use crate::wire::{FrameDecoder, Handshake, Message, DEFAULT_MAX_FRAME};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
@@ -294,12 +294,7 @@ impl PeerList {
 /// Connects to `addr` and asks it for the whole dictionary.
 async fn ask_peer(addr: SocketAddr, fetch: &MagnetFetch) -> Result<Vec<u8>, AskError> {
     let ours = Handshake {
-        reserved: Extensions {
-            extended: true,
-            fast: false,
-            dht: false,
-        }
-        .reserved(),
+        reserved: OUR_EXTENSIONS.reserved(),
         info_hash: fetch.info_hash,
         peer_id: fetch.peer_id,
     };
