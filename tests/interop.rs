@@ -274,16 +274,8 @@ fn spate_seeds_libtorrent_dials_in_with_mse() {
 /// (BEP 9 `ut_metadata`), keeps it, and downloads.
 #[test]
 fn libtorrent_seeds_spate_downloads_from_a_magnet_link() {
-    let swarm = Swarm::multi_file();
-    let seed = swarm.job(Role::Seed);
-    let seeder = Libtorrent::start_with(&seed, &[], &["--metadata", "on"]);
-    let mut leech = swarm.job(Role::Leech);
-    leech.torrent = magnet_link(&swarm, seed.port);
-    let (exit, log) = spate_download(&leech, &[], TRANSFER_TIMEOUT);
-    if exit != Some(Exit::Code(0)) {
-        panic!("spate download: {exit:?}\n{log}\n{}", seeder.log_tail());
-    }
-    swarm.assert_identical(Duration::ZERO, &[&log, &seeder.log_tail()]);
+    let swarm =
+        x_serves_spate_the_metadata(|job| Libtorrent::start_with(job, &[], &["--metadata", "on"]));
     let kept = swarm
         .leech_dir
         .join(".spate")
@@ -292,6 +284,42 @@ fn libtorrent_seeds_spate_downloads_from_a_magnet_link() {
         kept.exists(),
         "the fetched metadata is kept for the next run"
     );
+}
+
+/// `start` runs client X as the seeder of a multi-file torrent; spate gets only a magnet
+/// link naming X's address, fetches the info dictionary from X, then the data.
+fn x_serves_spate_the_metadata<C: Client>(start: impl FnOnce(&Job) -> C) -> Swarm {
+    let swarm = Swarm::multi_file();
+    let seed = swarm.job(Role::Seed);
+    let seeder = start(&seed);
+    let mut leech = swarm.job(Role::Leech);
+    leech.torrent = magnet_link(&swarm, seed.port);
+    let (exit, log) = spate_download(&leech, &[], TRANSFER_TIMEOUT);
+    if exit != Some(Exit::Code(0)) {
+        panic!("spate download: {exit:?}\n{log}\n{}", seeder.log_tail());
+    }
+    swarm.assert_identical(Duration::ZERO, &[&log, &seeder.log_tail()]);
+    swarm
+}
+
+#[test]
+fn qbittorrent_seeds_spate_downloads_from_a_magnet_link() {
+    x_serves_spate_the_metadata(Qbittorrent::start);
+}
+
+#[test]
+fn transmission_seeds_spate_downloads_from_a_magnet_link() {
+    x_serves_spate_the_metadata(Transmission::start);
+}
+
+#[test]
+fn aria2_seeds_spate_downloads_from_a_magnet_link() {
+    x_serves_spate_the_metadata(Aria2::start);
+}
+
+#[test]
+fn rqbit_seeds_spate_downloads_from_a_magnet_link() {
+    x_serves_spate_the_metadata(|job| Rqbit::start(job, &[]));
 }
 
 /// libtorrent given a magnet link naming spate's address: it fetches the info dictionary
