@@ -56,8 +56,8 @@ pub struct SwarmArgs {
 #[derive(clap::Args)]
 pub struct DownloadArgs {
     /// The .torrent file, or a magnet link (quoted: `'magnet:?xt=urn:btih:...'`); a link's
-    /// metadata is fetched from its peers (x.pe, --peer) and trackers, then kept in
-    /// DIR/.spate so that the same command resumes.
+    /// metadata is fetched from its peers (x.pe, --peer), its trackers and, with --dht, the
+    /// DHT, then kept in DIR/.spate so that the same command resumes.
     torrent: PathBuf,
     /// Directory to download into.
     #[arg(short, long, default_value = ".")]

@@ -294,8 +294,13 @@ impl Inner {
 async fn receive_loop(inner: Rc<Inner>) {
     let mut buf = vec![0u8; krpc::MAX_PACKET + 1];
     loop {
-        let Ok((n, from)) = inner.socket.recv_from(&mut buf).await else {
-            continue;
+        let (n, from) = match inner.socket.recv_from(&mut buf).await {
+            Ok(got) => got,
+            // An ICMP error from an earlier send, usually; never spin on a failing socket.
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
         };
         let SocketAddr::V4(from) = from else {
             continue;
