@@ -2,7 +2,8 @@
 //! bootstrap node (every process is given it with `--dht-bootstrap`, so nobody ever asks
 //! the public routers); a seeder announces itself through it, and leechers with neither
 //! trackers nor peer addresses find the seeder there, from a .torrent or from a bare magnet
-//! link. A private torrent (BEP 27) is never looked up or announced in the DHT.
+//! link; a later session joins through the nodes the last one saved. A private torrent
+//! (BEP 27) is never looked up or announced in the DHT.
 
 mod common;
 
@@ -71,6 +72,28 @@ fn a_bare_magnet_link_is_fetched_through_the_dht() {
     let fx = Fixture::multi();
     let link = format!("magnet:?xt=urn:btih:{}", fx.meta.info_hash.to_hex());
     download_through_dht(&fx, &link, &[]);
+}
+
+/// The nodes a session knew are kept in DIR/.spate/dht.nodes; the next session in DIR joins
+/// the DHT through them when its bootstrap node is gone.
+#[test]
+fn a_later_session_joins_through_the_nodes_the_last_one_knew() {
+    let (_node, _other, boot) = bootstrap_node();
+    let first = Fixture::single(1 << 20);
+    let _seeder = dht_seeder(&first.torrent, &first.seed_dir(), &boot);
+    let out = first.out_dir("leech");
+    let report = report_of(&leech_via_dht(path_str(&first.torrent), &out, &boot, &[]).wait(LIMIT));
+    assert_eq!(report["complete"], true);
+    let saved = std::fs::read_to_string(out.join(".spate/dht.nodes")).unwrap();
+    assert!(saved.lines().any(|l| l == boot), "{saved}");
+    // Another torrent, into the same directory, with a bootstrap address nobody answers at.
+    let second = Fixture::single(2 << 20);
+    let _seeder2 = dht_seeder(&second.torrent, &second.seed_dir(), &boot);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let leecher = leech_via_dht(path_str(&second.torrent), &out, &dead, &[]);
+    let report = report_of(&leecher.wait(LIMIT));
+    assert_eq!(report["complete"], true);
+    second.assert_same_files(&out);
 }
 
 #[test]

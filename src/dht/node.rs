@@ -117,6 +117,17 @@ impl Dht {
         self.inner.state.borrow().table.len()
     }
 
+    /// The addresses of up to `n` nodes of the routing table, closest to us first: worth
+    /// saving, to join through them next time.
+    pub fn known_nodes(&self, n: usize) -> Vec<SocketAddrV4> {
+        let s = self.inner.state.borrow();
+        s.table
+            .closest(&s.table.own_id(), n)
+            .iter()
+            .map(|c| c.addr)
+            .collect()
+    }
+
     /// Finds peers of `info_hash` (those announced to us included) and, with a port,
     /// announces that we have it on that port to the closest nodes that gave us a token.
     pub async fn search(&self, info_hash: InfoHash, announce_port: Option<u16>) -> Vec<SocketAddr> {

@@ -87,10 +87,11 @@ impl Hub {
             (config.memory_limit - copies).max(4 * RECEIVE_BUFFER),
         );
         let reorder_buffers_per_torrent = receive_pool.buffers() / 4 / torrents.max(1);
-        let dht = config
-            .dht
-            .as_ref()
-            .and_then(|dht| start_dht(dht, listen_addr));
+        let dht = config.dht.as_ref().and_then(|dht| {
+            let mut dht = dht.clone();
+            dht.bootstrap.extend(saved_dht_nodes(&config.out_dir));
+            start_dht(&dht, listen_addr)
+        });
         Ok(Rc::new(Hub {
             dht,
             listen_addr,
@@ -268,6 +269,50 @@ fn start_dht(config: &DhtConfig, listen: SocketAddr) -> Option<Rc<Dht>> {
         Err(e) => {
             tracing::warn!(addr = %config.bind, error = %e, "DHT off: cannot bind its port");
             None
+        }
+    }
+}
+
+/// Where a session keeps the DHT nodes it knew when it ended, one `IP:PORT` a line.
+fn dht_nodes_path(out_dir: &std::path::Path) -> std::path::PathBuf {
+    out_dir.join(".spate").join("dht.nodes")
+}
+
+/// Most DHT nodes saved, and read back.
+const SAVED_DHT_NODES: usize = 64;
+
+/// The DHT nodes the last session in `out_dir` knew (lines that are not an IPv4 address and
+/// port are skipped).
+fn saved_dht_nodes(out_dir: &std::path::Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(dht_nodes_path(out_dir)) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter(|l| l.parse::<std::net::SocketAddrV4>().is_ok())
+        .take(SAVED_DHT_NODES)
+        .map(str::to_string)
+        .collect()
+}
+
+impl Hub {
+    /// Saves the DHT nodes we know under `out_dir`, so that the next session joins through
+    /// them even when the bootstrap nodes are down. Best effort.
+    pub fn save_dht_nodes(&self, out_dir: &std::path::Path) {
+        let Some(dht) = &self.dht else {
+            return;
+        };
+        let nodes = dht.known_nodes(SAVED_DHT_NODES);
+        if nodes.is_empty() {
+            return;
+        }
+        let text: String = nodes.iter().map(|n| format!("{n}\n")).collect();
+        let path = dht_nodes_path(out_dir);
+        let tmp = path.with_extension("tmp");
+        let saved = std::fs::create_dir_all(out_dir.join(".spate"))
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = saved {
+            tracing::debug!(path = %path.display(), error = %e, "DHT nodes not saved");
         }
     }
 }

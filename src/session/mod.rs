@@ -229,7 +229,9 @@ pub async fn run_many(
         let (hub, config, on_progress) = (Rc::clone(&hub), config.clone(), &on_progress);
         async move { run_torrent(&hub, meta, &config, |p| (on_progress.borrow_mut())(i, p)).await }
     });
-    Ok(futures_util::future::join_all(runs).await)
+    let reports = futures_util::future::join_all(runs).await;
+    hub.save_dht_nodes(&config.out_dir);
+    Ok(reports)
 }
 
 /// One torrent of a session, from its data check to its end.
