@@ -460,6 +460,20 @@ fn spate_seeds_qbittorrent_dials_in() {
     });
 }
 
+/// qBittorrent given a magnet link naming spate's address fetches the info dictionary from
+/// spate, then the data.
+#[test]
+fn spate_seeds_qbittorrent_downloads_from_a_magnet_link() {
+    let swarm = Swarm::multi_file();
+    let seed = swarm.job(Role::Seed);
+    let t = Instant::now();
+    let seeder = SpateSeeder::start(&seed, &[]);
+    let mut leech = swarm.job(Role::Leech);
+    leech.torrent = magnet_link(&swarm, seed.port);
+    let leecher = Qbittorrent::start(&leech);
+    wait_for_leecher(&swarm, leecher, seeder, t);
+}
+
 // ---- rqbit -----------------------------------------------------------------------------
 
 #[test]

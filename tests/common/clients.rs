@@ -1019,7 +1019,9 @@ impl Qbittorrent {
                 if states.last() != Some(&state) {
                     states.push(state.clone());
                 }
-                matches!(state.as_str(), "stalledDL" | "downloading").then_some(())
+                // From a magnet link naming a fast peer it may be done before we look.
+                let done = t["progress"] == 1;
+                (done || matches!(state.as_str(), "stalledDL" | "downloading")).then_some(())
             });
             eprintln!("qbittorrent leecher states: {states:?}");
             if ready.is_none() {
@@ -1078,15 +1080,24 @@ impl Qbittorrent {
         field("skip_checking", "false");
         field("contentLayout", "Original");
         field("autoTMM", "false");
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"torrents\"; \
-                 filename=\"t.torrent\"\r\nContent-Type: application/x-bittorrent\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(&std::fs::read(&job.torrent).expect("reading the torrent"));
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        match job.torrent.to_str().filter(|t| t.starts_with("magnet:")) {
+            // A magnet link: qBittorrent fetches the metadata from the link's x.pe peers.
+            Some(link) => {
+                field("urls", link);
+                body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+            }
+            None => {
+                body.extend_from_slice(
+                    format!(
+                        "--{boundary}\r\nContent-Disposition: form-data; name=\"torrents\"; \
+                         filename=\"t.torrent\"\r\nContent-Type: application/x-bittorrent\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+                body.extend_from_slice(&std::fs::read(&job.torrent).expect("reading the torrent"));
+                body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+            }
+        }
         let ctype = format!("multipart/form-data; boundary={boundary}");
         match self.api(
             "POST",
