@@ -474,6 +474,30 @@ fn spate_seeds_qbittorrent_downloads_from_a_magnet_link() {
     wait_for_leecher(&swarm, leecher, seeder, t);
 }
 
+/// Client X given a bare magnet link; spate seeds and dials it, and X fetches the info
+/// dictionary from spate over that connection, then the data.
+fn spate_seeds_x_fetches_the_metadata<C: Client>(swarm: Swarm, start: impl FnOnce(&Job) -> C) {
+    let mut leech = swarm.job(Role::Leech);
+    leech.torrent = PathBuf::from(format!("magnet:?xt=urn:btih:{}", swarm.info_hash));
+    let leecher = start(&leech);
+    let seed = swarm.job(Role::Seed);
+    let t = Instant::now();
+    let seeder = SpateSeeder::start(&seed, &[local(leech.port)]);
+    wait_for_leecher(&swarm, leecher, seeder, t);
+}
+
+#[test]
+fn spate_seeds_aria2_downloads_from_a_magnet_link() {
+    spate_seeds_x_fetches_the_metadata(Swarm::multi_file(), Aria2::start);
+}
+
+/// One file, as in `spate_seeds_transmission_downloads`: from the multi-file swarm,
+/// Transmission 3.00 fetched everything but did not create the zero-length `multi/empty`.
+#[test]
+fn spate_seeds_transmission_downloads_from_a_magnet_link() {
+    spate_seeds_x_fetches_the_metadata(Swarm::single_file(), Transmission::start);
+}
+
 // ---- rqbit -----------------------------------------------------------------------------
 
 #[test]
