@@ -184,6 +184,11 @@ fn blocks_in(swarm: &Swarm) -> u64 {
 /// dial a peer (aria2).
 fn spate_seeds_x_downloads<C: Client>(swarm: Swarm, start: impl FnOnce(&Job) -> C) {
     let leech = swarm.job(Role::Leech);
+    spate_dials_x(swarm, leech, start);
+}
+
+/// Starts client X as the leecher of `leech`, then spate seeds and dials it.
+fn spate_dials_x<C: Client>(swarm: Swarm, leech: Job, start: impl FnOnce(&Job) -> C) {
     let leecher = start(&leech);
     let seed = swarm.job(Role::Seed);
     let t = Instant::now();
@@ -479,11 +484,7 @@ fn spate_seeds_qbittorrent_downloads_from_a_magnet_link() {
 fn spate_seeds_x_fetches_the_metadata<C: Client>(swarm: Swarm, start: impl FnOnce(&Job) -> C) {
     let mut leech = swarm.job(Role::Leech);
     leech.torrent = PathBuf::from(format!("magnet:?xt=urn:btih:{}", swarm.info_hash));
-    let leecher = start(&leech);
-    let seed = swarm.job(Role::Seed);
-    let t = Instant::now();
-    let seeder = SpateSeeder::start(&seed, &[local(leech.port)]);
-    wait_for_leecher(&swarm, leecher, seeder, t);
+    spate_dials_x(swarm, leech, start);
 }
 
 #[test]
