@@ -44,6 +44,16 @@ pub fn dict_int(buf: &[u8], key: &[u8]) -> Option<i64> {
     std::str::from_utf8(text).ok()?.parse().ok()
 }
 
+/// The bytes of the string stored under `key` in the top-level dictionary of `buf` (which
+/// must already be valid), or None if there is none or the value is not a string.
+pub fn dict_bytes<'a>(buf: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let span = dict_value_span(buf, key).ok()??;
+    if !buf[span.start].is_ascii_digit() {
+        return None;
+    }
+    string_span(buf, span.start).ok().map(|s| &buf[s])
+}
+
 /// Returns the byte range of the value stored under `key` in the top-level dictionary of
 /// `buf` (which must already be valid), or None if `buf` is not a dict or lacks the key.
 pub fn dict_value_span(buf: &[u8], key: &[u8]) -> Result<Option<Range<usize>>, BencodeError> {
@@ -208,6 +218,15 @@ mod tests {
         assert_eq!(dict_int(b"d1:a3:xyze", b"a"), None);
         assert_eq!(dict_int(b"d1:ai-7ee", b"a"), Some(-7));
         assert_eq!(dict_int(b"d1:ai99999999999999999999ee", b"a"), None);
+    }
+
+    #[test]
+    fn reads_a_string_value() {
+        let buf = b"d5:added6:abcdef1:ai3e1:e0:e";
+        assert_eq!(dict_bytes(buf, b"added"), Some(&b"abcdef"[..]));
+        assert_eq!(dict_bytes(buf, b"e"), Some(&b""[..]));
+        assert_eq!(dict_bytes(buf, b"a"), None, "an integer is not a string");
+        assert_eq!(dict_bytes(buf, b"nope"), None);
     }
 
     proptest::proptest! {

@@ -392,6 +392,86 @@ fn spate_finds_libtorrent_through_the_dht() {
     swarm.assert_identical(Duration::ZERO, &[&log, &seeder.log_tail()]);
 }
 
+/// A spate seeder slow enough (256 KiB/s for the 20 MiB swarm) that its leechers are still
+/// connected, and downloading, for as long as a peer-exchange test runs.
+fn slow_spate_seeder(swarm: &Swarm) -> (SpateSeeder, SocketAddr) {
+    let seed = swarm.job(Role::Seed);
+    let seeder = SpateSeeder::start_with(&seed, &[], &["--upload-limit", "256K"]);
+    (seeder, local(seed.port))
+}
+
+/// `spate download` of the swarm's torrent into a directory of its own, dialling `peer`.
+fn spate_leecher_of(swarm: &Swarm, out: &std::path::Path, peer: SocketAddr) -> common::swarm::Proc {
+    let torrent = path_str(&swarm.torrent);
+    let peer = peer.to_string();
+    let args = [
+        "download",
+        torrent,
+        "-o",
+        path_str(out),
+        "--no-trackers",
+        "--json",
+        "--peer",
+        &peer,
+    ];
+    common::swarm::spawn_on(free_port(), &args)
+}
+
+/// libtorrent (with `ut_pex`) dials only a spate seeder; spate's peer exchange names the
+/// spate leecher that seeder serves, and libtorrent dials it.
+#[test]
+fn libtorrent_learns_a_peer_through_spate_pex() {
+    let swarm = Swarm::single_file();
+    let (seeder, seeder_addr) = slow_spate_seeder(&swarm);
+    let other_out = tempdir();
+    let other = spate_leecher_of(&swarm, other_out.path(), seeder_addr);
+    let lt = Libtorrent::start_with(&swarm.job(Role::Leech), &[seeder_addr], &["--pex", "on"]);
+    let want = format!("{} pex", other.addr());
+    let found = poll_until(TRANSFER_TIMEOUT, || {
+        lt.state_text("peers").filter(|peers| peers.contains(&want))
+    });
+    if found.is_none() {
+        panic!(
+            "libtorrent never dialled {want}: {:?}\n{}\n{}",
+            lt.state_text("peers"),
+            lt.log_tail(),
+            seeder.group().log_tail()
+        );
+    }
+}
+
+/// spate dials only a libtorrent leecher (with `ut_pex`); libtorrent's peer exchange names
+/// the spate seeder it downloads from, and spate takes that address.
+#[test]
+fn spate_learns_a_peer_through_libtorrent_pex() {
+    let swarm = Swarm::single_file();
+    let (seeder, seeder_addr) = slow_spate_seeder(&swarm);
+    let leech = swarm.job(Role::Leech);
+    let lt = Libtorrent::start_with(&leech, &[seeder_addr], &["--pex", "on"]);
+    let lt_addr = local(leech.port);
+    let spate_out = tempdir();
+    let spate = spate_leecher_of(&swarm, spate_out.path(), lt_addr);
+    // libtorrent sees both peers, then sends its first PEX message within a tick or two.
+    let both = poll_until(TRANSFER_TIMEOUT, || {
+        lt.state_text("peers").filter(|p| p.lines().count() >= 2)
+    });
+    assert!(
+        both.is_some(),
+        "spate never reached libtorrent\n{}",
+        lt.log_tail()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    spate.signal("INT");
+    let out = spate.wait(TRANSFER_TIMEOUT);
+    let report = common::swarm::final_report(&out.stdout);
+    assert!(
+        report["peers_from_pex"].as_u64() >= Some(1),
+        "spate learned no peer from libtorrent: {report}\n{}\n{}",
+        lt.log_tail(),
+        seeder.group().log_tail()
+    );
+}
+
 /// A magnet link with the swarm's info-hash and one peer, 127.0.0.1:`port`.
 fn magnet_link(swarm: &Swarm, port: u16) -> PathBuf {
     PathBuf::from(format!(

@@ -7,15 +7,16 @@
 mod common;
 
 use common::clients::poll_until;
+use common::ext_peer;
 use common::fixture::Fixture;
 use common::swarm::{free_port, report_of, spawn_on, start_seeder, Proc};
 use common::tracker_clients::SpateTracker;
 use common::*;
 use spate::metadata::{MetadataMessage, METADATA_PIECE};
 use spate::peer::extended;
-use spate::types::{InfoHash, PeerId};
-use spate::wire::{Extensions, FrameDecoder, Handshake, Message, DEFAULT_MAX_FRAME};
-use std::io::{Read, Write};
+use spate::types::InfoHash;
+use spate::wire::{FrameDecoder, Message, DEFAULT_MAX_FRAME};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -134,26 +135,12 @@ fn lie_to(
     lie: Lie,
     asked: &AtomicUsize,
 ) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let mut theirs = [0u8; 68];
-    conn.read_exact(&mut theirs)?;
-    let ours = Handshake {
-        reserved: Extensions {
-            extended: true,
-            fast: false,
-            dht: false,
-        }
-        .reserved(),
-        info_hash,
-        peer_id: PeerId::generate(),
-    };
-    conn.write_all(&ours.encode())?;
     let claimed = match lie {
         Lie::HugeSize => 1 << 30,
         _ => size,
     };
     let hello = format!("d1:md11:ut_metadatai3ee13:metadata_sizei{claimed}ee");
-    send(&mut conn, 0, hello.as_bytes())?;
+    ext_peer::answer(&mut conn, info_hash, hello.as_bytes())?;
     let decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
     let mut buf = Vec::new();
     let mut their_id = None;
@@ -191,19 +178,13 @@ fn lie_to(
             buf.drain(..used);
         }
         for reply in replies {
-            send(
+            ext_peer::send_extended(
                 &mut conn,
                 their_id.expect("spate's extension handshake came first"),
                 &reply,
             )?;
         }
     }
-}
-
-fn send(conn: &mut TcpStream, id: u8, payload: &[u8]) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    Message::Extended { id, payload }.encode_into(&mut out);
-    conn.write_all(&out)
 }
 
 #[test]

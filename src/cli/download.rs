@@ -48,6 +48,9 @@ pub struct SwarmArgs {
     /// dht.transmissionbt.com and router.utorrent.com, port 6881.
     #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
     dht_bootstrap: Vec<String>,
+    /// Do not exchange peer addresses with peers (PEX, BEP 11; private torrents never do).
+    #[arg(long)]
+    no_pex: bool,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -110,6 +113,7 @@ fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
         upload_slots: swarm.upload_slots,
         upload_limit: (swarm.upload_limit > 0).then_some(swarm.upload_limit),
         use_trackers: !swarm.no_trackers,
+        pex: !swarm.no_pex,
         dht: (swarm.dht || !swarm.dht_bootstrap.is_empty()).then(|| DhtConfig {
             bind: SocketAddr::new(swarm.listen_ip, swarm.listen_port),
             bootstrap: if swarm.dht_bootstrap.is_empty() {
@@ -288,6 +292,7 @@ fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, 
             "direct_bytes": report.direct_bytes,
             "reread_bytes": report.reread_bytes,
             "request_messages": report.request_messages,
+            "peers_from_pex": report.peers_from_pex,
             "peak_rss_mib": peak_rss_mib(),
             "latency": report.stats_json,
         });

@@ -103,6 +103,8 @@ pub struct ConnContext {
     pub upload_limit: Rc<UploadLimit>,
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
+    /// The port the session accepts connections on (told to peers, for peer exchange).
+    pub listen_port: u16,
     pub fatal: Rc<FatalSlot>,
     /// Bounds the memory of pieces re-read from disk to finish their hash, from the read to
     /// the end of the hash (`TAIL_READ_BUDGET` bytes, in KiB permits).
@@ -153,7 +155,7 @@ pub async fn run_peer(
     let key = ctx
         .torrent
         .borrow_mut()
-        .add_peer(addr, Rc::clone(&outbox), Instant::now());
+        .add_peer(addr, dialler, Rc::clone(&outbox), Instant::now());
     let claim =
         (ctx.torrent.borrow_mut()).claim_peer_id(key, handshake.peer_id, ctx.peer_id, dialler);
     if let Err(duplicate) = claim {
@@ -162,10 +164,10 @@ pub async fn run_peer(
         return Err(duplicate.into());
     }
     if handshake.supports_extended() {
-        let metadata_size = ctx.torrent.borrow().metadata_size();
+        let offer = ctx.torrent.borrow().extension_offer(ctx.listen_port);
         outbox.send(&Message::Extended {
             id: 0,
-            payload: &extended::our_handshake(metadata_size),
+            payload: &extended::our_handshake(offer),
         });
     }
     let writer = tokio_uring::spawn({

@@ -4,7 +4,9 @@
 //! `reqq`, its ids for those extensions, the metadata size it offers). BEP 54's
 //! `lt_donthave` lets a seeder whose file went missing take back a piece it announced, so
 //! leechers stop waiting on requests it can no longer serve; BEP 9's `ut_metadata` carries
-//! the info dictionary to peers that came from a magnet link (see `crate::metadata`).
+//! the info dictionary to peers that came from a magnet link (see `crate::metadata`);
+//! BEP 11's `ut_pex` exchanges the addresses of connected peers (see `crate::pex`), and the
+//! handshake's `p` says which port we listen on, so peers can pass our address on.
 
 use crate::torrent::MAX_QUEUED_REQUESTS;
 use crate::types::PieceIndex;
@@ -15,17 +17,35 @@ use std::collections::HashMap;
 pub const OUR_DONTHAVE_ID: u8 = 1;
 /// The extended message id peers use to send us `ut_metadata` messages.
 pub const OUR_METADATA_ID: u8 = 2;
+/// The extended message id peers use to send us `ut_pex` messages.
+pub const OUR_PEX_ID: u8 = 3;
 
-/// Our extension handshake payload (message id 20, extended id 0); `metadata_size` is the
-/// size of the info dictionary we can send, None while we do not have it.
-pub fn our_handshake(metadata_size: Option<usize>) -> Vec<u8> {
+/// What our extension handshake offers beyond what every connection has.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Offer {
+    /// The size of the info dictionary we can send, None while we do not have it.
+    pub metadata_size: Option<usize>,
+    /// Whether we exchange peers (never for private torrents, BEP 27).
+    pub pex: bool,
+    /// The port we accept connections on, if any.
+    pub listen_port: Option<u16>,
+}
+
+/// Our extension handshake payload (message id 20, extended id 0).
+pub fn our_handshake(offer: Offer) -> Vec<u8> {
     let mut m = HashMap::new();
     m.insert(b"lt_donthave".to_vec(), Value::Int(OUR_DONTHAVE_ID.into()));
     m.insert(b"ut_metadata".to_vec(), Value::Int(OUR_METADATA_ID.into()));
+    if offer.pex {
+        m.insert(b"ut_pex".to_vec(), Value::Int(OUR_PEX_ID.into()));
+    }
     let mut d = HashMap::new();
     d.insert(b"m".to_vec(), Value::Dict(m));
-    if let Some(size) = metadata_size {
+    if let Some(size) = offer.metadata_size {
         d.insert(b"metadata_size".to_vec(), Value::Int(size as i64));
+    }
+    if let Some(port) = offer.listen_port {
+        d.insert(b"p".to_vec(), Value::Int(port.into()));
     }
     d.insert(b"reqq".to_vec(), Value::Int(MAX_QUEUED_REQUESTS as i64));
     d.insert(
@@ -61,6 +81,18 @@ pub fn metadata_id_of(payload: &[u8]) -> Option<u8> {
     extension_id_of(payload, b"ut_metadata")
 }
 
+/// The id a peer wants its `ut_pex` messages sent with (`m.ut_pex`), if any.
+pub fn pex_id_of(payload: &[u8]) -> Option<u8> {
+    extension_id_of(payload, b"ut_pex")
+}
+
+/// The port a peer says it accepts connections on (`p`), if it says and it is one.
+pub fn listen_port_of(payload: &[u8]) -> Option<u16> {
+    crate::bencode::validate(payload).ok()?;
+    let port = crate::bencode::dict_int(payload, b"p")?;
+    u16::try_from(port).ok().filter(|&p| p != 0)
+}
+
 /// The size of the info dictionary a peer offers (`metadata_size`), if it says.
 pub fn metadata_size_of(payload: &[u8]) -> Option<i64> {
     crate::bencode::validate(payload).ok()?;
@@ -93,7 +125,7 @@ mod tests {
     #[test]
     fn reqq_round_trip_and_garbage() {
         assert_eq!(
-            reqq_of(&our_handshake(None)),
+            reqq_of(&our_handshake(Offer::default())),
             Some(MAX_QUEUED_REQUESTS as u32)
         );
         assert_eq!(reqq_of(b"d4:reqqi250ee"), Some(250));
@@ -104,7 +136,10 @@ mod tests {
 
     #[test]
     fn donthave_id_round_trip_and_garbage() {
-        assert_eq!(donthave_id_of(&our_handshake(None)), Some(OUR_DONTHAVE_ID));
+        assert_eq!(
+            donthave_id_of(&our_handshake(Offer::default())),
+            Some(OUR_DONTHAVE_ID)
+        );
         assert_eq!(donthave_id_of(b"d1:md11:lt_donthavei7eee"), Some(7));
         assert_eq!(
             donthave_id_of(b"d1:md11:lt_donthavei0eee"),
@@ -119,10 +154,13 @@ mod tests {
 
     #[test]
     fn metadata_fields_round_trip_and_garbage() {
-        let ours = our_handshake(Some(12345));
+        let ours = our_handshake(Offer {
+            metadata_size: Some(12345),
+            ..Offer::default()
+        });
         assert_eq!(metadata_id_of(&ours), Some(OUR_METADATA_ID));
         assert_eq!(metadata_size_of(&ours), Some(12345));
-        assert_eq!(metadata_size_of(&our_handshake(None)), None);
+        assert_eq!(metadata_size_of(&our_handshake(Offer::default())), None);
         assert_eq!(
             metadata_id_of(b"d1:md11:ut_metadatai3ee13:metadata_sizei9ee"),
             Some(3)
@@ -138,6 +176,24 @@ mod tests {
             None,
             "0 disables"
         );
+    }
+
+    #[test]
+    fn pex_and_listen_port_are_offered_only_when_asked() {
+        let plain = our_handshake(Offer::default());
+        assert_eq!(pex_id_of(&plain), None, "private torrents offer no PEX");
+        assert_eq!(listen_port_of(&plain), None);
+        let full = our_handshake(Offer {
+            pex: true,
+            listen_port: Some(51413),
+            ..Offer::default()
+        });
+        assert_eq!(pex_id_of(&full), Some(OUR_PEX_ID));
+        assert_eq!(listen_port_of(&full), Some(51413));
+        assert_eq!(listen_port_of(b"d1:pi0ee"), None);
+        assert_eq!(listen_port_of(b"d1:pi65536ee"), None);
+        assert_eq!(listen_port_of(b"d1:pi-1ee"), None);
+        assert_eq!(listen_port_of(b"d1:p4:6881e"), None);
     }
 
     #[test]

@@ -154,6 +154,21 @@ impl Outbox {
         self.wake_writer.notify_one();
     }
 
+    /// The bytes of every control message queued, in order (for tests that read what a
+    /// connection would send).
+    #[cfg(test)]
+    pub fn queued_control_bytes(&self) -> Vec<u8> {
+        let items = self.items.borrow();
+        let owned = items.iter().filter(|i| i.control).map(|i| &i.bytes);
+        owned
+            .flat_map(|b| match b {
+                OutBuf::Owned(v) => v.as_slice(),
+                OutBuf::Shared { .. } => &[],
+            })
+            .copied()
+            .collect()
+    }
+
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.queued.get()

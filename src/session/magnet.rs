@@ -337,7 +337,7 @@ async fn exchange(
     let mut out = Vec::new();
     Message::Extended {
         id: 0,
-        payload: &extended::our_handshake(None),
+        payload: &extended::our_handshake(extended::Offer::default()),
     }
     .encode_into(&mut out);
     send(stream, out).await?;

@@ -104,6 +104,8 @@ pub struct SessionConfig {
     /// Run a DHT node (BEP 5) on the listening port and find peers of public torrents
     /// through it; None leaves the DHT off.
     pub dht: Option<DhtConfig>,
+    /// Exchange peer addresses with peers (BEP 11), for public torrents.
+    pub pex: bool,
 }
 
 impl Default for SessionConfig {
@@ -125,6 +127,7 @@ impl Default for SessionConfig {
             handle_signals: true,
             hash_placement: HashPlacement::for_this_machine(),
             dht: None,
+            pex: true,
         }
     }
 }
@@ -202,6 +205,8 @@ pub struct Report {
     pub reread_bytes: u64,
     /// REQUEST messages sent.
     pub request_messages: u64,
+    /// Peer addresses learned through peer exchange.
+    pub peers_from_pex: u32,
 }
 
 /// Runs a session for `meta` until it completes (and, with `seed`, until interrupted).
@@ -261,6 +266,8 @@ async fn run_torrent(
         reorder_buffers: hub.reorder_buffers_per_torrent,
         reorder_copies: hub.reorder_copies.clone(),
         metadata: Some(Arc::from(meta.info_bytes.as_slice())),
+        // Private torrents (BEP 27) find peers through their trackers only.
+        pex: config.pex && !meta.info.private,
     };
     let torrent = Rc::new(RefCell::new(Torrent::new(
         storage.layout().clone(),
@@ -277,6 +284,7 @@ async fn run_torrent(
         upload_limit: Rc::clone(&hub.upload_limit),
         info_hash: meta.info_hash,
         peer_id: hub.peer_id,
+        listen_port: hub.listen_addr.port(),
         fatal: Rc::new(FatalSlot::default()),
         tail_reads: Arc::clone(&hub.tail_reads),
     });
@@ -360,6 +368,7 @@ async fn run_torrent(
         direct_bytes: storage.direct_bytes(),
         reread_bytes: t.stats.reread_bytes,
         request_messages: t.stats.request_messages,
+        peers_from_pex: t.stats.peers_from_pex,
     })
 }
 

@@ -1,8 +1,9 @@
 //! Where peers come from and how connections are kept up: a bounded queue of addresses
 //! (given on the command line, from trackers, or retried), a connect loop that keeps at most
 //! `max_peers` connections with a few connects in flight, and the admission check for incoming
-//! peers (accepted by the session's hub). Peers that broke the protocol are not retried;
-//! banned addresses are refused.
+//! peers (accepted by the session's hub). Addresses come from `--peer`, trackers, the DHT and
+//! peer exchange (taken from the torrent each turn of the loop). Peers that broke the
+//! protocol, and our own address, are not retried; banned addresses are refused.
 
 use crate::peer::conn::{run_peer, ConnContext, Opening, PeerError};
 use std::cell::{Cell, RefCell};
@@ -135,6 +136,10 @@ impl PeerSource {
 pub async fn connect_loop(source: Rc<PeerSource>) {
     loop {
         source.take_due_retries();
+        let exchanged = source.ctx.torrent.borrow_mut().take_pex_found();
+        if !exchanged.is_empty() {
+            source.add(exchanged);
+        }
         while source.room() {
             let Some(addr) = source.queue.borrow_mut().pop_front() else {
                 break;
@@ -198,6 +203,9 @@ async fn connect_and_run(source: Rc<PeerSource>, addr: SocketAddr) {
     if let Err(e) = &result {
         if e.is_misbehaviour() {
             source.ctx.torrent.borrow_mut().stats.peers_dropped += 1;
+        }
+        // Our own address (a peer or tracker passed it on) is never worth another try.
+        if e.is_misbehaviour() || matches!(e, PeerError::SelfConnection) {
             if let Some(k) = source.known.borrow_mut().get_mut(&addr) {
                 k.refused = true;
             }

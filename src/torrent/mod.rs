@@ -5,6 +5,7 @@
 //! and carries out what they return (writes to issue, tail reads, peers to drop); nothing
 //! here awaits, so the state is never borrowed across an I/O operation.
 
+mod peer_exchange;
 mod peer_state;
 mod reorder;
 mod stats;
@@ -124,6 +125,8 @@ pub struct TorrentConfig {
     pub reorder_copies: BufferPool,
     /// The info dictionary, sent to peers that ask for it (BEP 9); None offers nothing.
     pub metadata: Option<Arc<[u8]>>,
+    /// Whether to exchange peers with peers (BEP 11); false for private torrents.
+    pub pex: bool,
 }
 
 impl Default for TorrentConfig {
@@ -133,6 +136,7 @@ impl Default for TorrentConfig {
             reorder_buffers: 8,
             reorder_copies: BufferPool::new(BLOCK_SIZE as usize, 64),
             metadata: None,
+            pex: false,
         }
     }
 }
@@ -184,6 +188,10 @@ pub struct Torrent {
     pub resume_dirty: bool,
     /// The info dictionary we send to peers that ask (BEP 9).
     metadata: Option<Arc<[u8]>>,
+    /// Whether we exchange peers (BEP 11).
+    pex: bool,
+    /// Addresses peers told us about (BEP 11) that the session has not taken yet.
+    pex_found: Vec<SocketAddr>,
 }
 
 /// Bytes queued for a peer past which its metadata requests are rejected instead of
@@ -229,6 +237,8 @@ impl Torrent {
             stats: Stats::default(),
             resume_dirty: false,
             metadata: config.metadata,
+            pex: config.pex,
+            pex_found: Vec::new(),
         }
     }
 
@@ -239,6 +249,15 @@ impl Torrent {
     /// The size of the info dictionary we offer peers, if we offer one.
     pub fn metadata_size(&self) -> Option<usize> {
         self.metadata.as_ref().map(|m| m.len())
+    }
+
+    /// What our extension handshake offers, listening on `listen_port`.
+    pub fn extension_offer(&self, listen_port: u16) -> extended::Offer {
+        extended::Offer {
+            metadata_size: self.metadata_size(),
+            pex: self.pex,
+            listen_port: Some(listen_port).filter(|&p| p != 0),
+        }
     }
 
     pub fn have(&self) -> &BitVec<u8, Msb0> {
@@ -288,13 +307,20 @@ impl Torrent {
     }
 
     /// Adds a connected peer (handshake done) and sends it our BITFIELD.
-    pub fn add_peer(&mut self, addr: SocketAddr, outbox: Rc<Outbox>, now: Instant) -> PeerKey {
+    pub fn add_peer(
+        &mut self,
+        addr: SocketAddr,
+        dialler: Dialler,
+        outbox: Rc<Outbox>,
+        now: Instant,
+    ) -> PeerKey {
         let key = PeerKey(self.next_key);
         self.next_key = self.next_key.wrapping_add(1);
         if self.have.any() {
             outbox.send(&Message::Bitfield(self.have.as_raw_slice()));
         }
-        let state = PeerState::new(addr, outbox, self.layout.piece_count(), now);
+        let mut state = PeerState::new(addr, outbox, self.layout.piece_count(), now);
+        state.dialled_by_us = dialler == Dialler::Us;
         self.peers.insert(key, state);
         key
     }
@@ -447,7 +473,13 @@ impl Torrent {
                 }
                 p.donthave_id = extended::donthave_id_of(&payload);
                 p.metadata_id = extended::metadata_id_of(&payload);
+                p.pex_id = extended::pex_id_of(&payload).filter(|_| self.pex);
+                p.listen_port = extended::listen_port_of(&payload);
             }
+            Inbound::Extended {
+                id: extended::OUR_PEX_ID,
+                payload,
+            } => self.on_pex_message(key, &payload, now),
             Inbound::Extended {
                 id: extended::OUR_METADATA_ID,
                 payload,
@@ -981,6 +1013,7 @@ impl Torrent {
             }
             self.refill_requests(key, now);
         }
+        self.send_pex(now);
         drop
     }
 

@@ -4,6 +4,7 @@
 //! transitions live in `torrent` and this file's methods.
 
 use crate::peer::outbox::Outbox;
+use crate::pex::PexLog;
 use crate::types::{BlockRef, PieceIndex, BLOCK_SIZE};
 use bitvec::prelude::{BitVec, Msb0};
 use std::collections::VecDeque;
@@ -105,6 +106,14 @@ pub struct PeerState {
     pub donthave_id: Option<u8>,
     /// The id it wants `ut_metadata` sent with, if it speaks BEP 9.
     pub metadata_id: Option<u8>,
+    /// The id it wants `ut_pex` sent with, if it speaks BEP 11 and we exchange peers.
+    pub pex_id: Option<u8>,
+    /// The port it accepts connections on, from its extension handshake (`p`).
+    pub listen_port: Option<u16>,
+    /// We dialled it (so its address is one it accepts connections on).
+    pub dialled_by_us: bool,
+    /// What it has been told of our peers, and when it last told us of its own.
+    pub pex: PexLog,
     /// Its requests waiting to be served.
     pub their_requests: VecDeque<BlockRef>,
     pub download: RateMeter,
@@ -138,6 +147,10 @@ impl PeerState {
             blocks_per_request: 1,
             donthave_id: None,
             metadata_id: None,
+            pex_id: None,
+            listen_port: None,
+            dialled_by_us: false,
+            pex: PexLog::default(),
             their_requests: VecDeque::new(),
             download: RateMeter::default(),
             upload: RateMeter::default(),
@@ -148,6 +161,16 @@ impl PeerState {
             strikes: 0,
             bitfield_allowed: true,
         }
+    }
+
+    /// The address it accepts connections on, if we know one: the one we dialled, or its
+    /// IP with the port its extension handshake gave.
+    pub fn listening_addr(&self) -> Option<SocketAddr> {
+        if self.dialled_by_us {
+            return Some(self.addr);
+        }
+        let port = self.listen_port?;
+        Some(SocketAddr::new(self.addr.ip(), port))
     }
 
     pub fn is_seed(&self) -> bool {

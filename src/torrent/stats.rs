@@ -33,6 +33,8 @@ pub struct Stats {
     pub reread_bytes: u64,
     /// REQUEST messages sent (one may cover several blocks, see `blocks_per_request`).
     pub request_messages: u64,
+    /// Peer addresses peers told us about (BEP 11) and we kept to dial.
+    pub peers_from_pex: u32,
 }
 
 impl Default for Stats {
@@ -51,6 +53,7 @@ impl Default for Stats {
             pieces_lost: 0,
             reread_bytes: 0,
             request_messages: 0,
+            peers_from_pex: 0,
         }
     }
 }

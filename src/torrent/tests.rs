@@ -27,6 +27,7 @@ fn peer(t: &mut Torrent) -> (PeerKey, Rc<Outbox>) {
     let outbox = Outbox::new();
     let key = t.add_peer(
         "127.0.0.1:9".parse().unwrap(),
+        Dialler::Us,
         Rc::clone(&outbox),
         Instant::now(),
     );
@@ -468,4 +469,141 @@ fn metadata_requests_are_answered_rejected_past_the_end_and_capped_per_peer() {
     };
     t.on_message(key, garbage, now).unwrap();
     assert_eq!(outbox.queued_bytes(), queued);
+}
+
+/// A torrent of two pieces with peer exchange on or off.
+fn torrent_with_pex(pex: bool) -> Torrent {
+    let config = TorrentConfig {
+        pex,
+        ..TorrentConfig::default()
+    };
+    let layout = Layout::from_lengths(PIECE, [u64::from(2 * PIECE)]);
+    let (verifier, _rx) = Verifier::new(
+        Arc::new(HashPool::new(1)),
+        Arc::new(vec![[0; 20]; 2]),
+        HashPlacement::Workers,
+    );
+    Torrent::new(layout, BitVec::repeat(false, 2), verifier, config)
+}
+
+fn peer_at(t: &mut Torrent, addr: &str, dialler: Dialler) -> (PeerKey, Rc<Outbox>) {
+    let outbox = Outbox::new();
+    let key = t.add_peer(
+        addr.parse().unwrap(),
+        dialler,
+        Rc::clone(&outbox),
+        Instant::now(),
+    );
+    (key, outbox)
+}
+
+fn extension_handshake(t: &mut Torrent, key: PeerKey, payload: &[u8]) {
+    let msg = Inbound::Extended {
+        id: 0,
+        payload: payload.to_vec(),
+    };
+    t.on_message(key, msg, Instant::now()).unwrap();
+}
+
+/// The PEX messages (extended id `id`) queued in `outbox`.
+fn pex_sent(outbox: &Outbox, id: u8) -> Vec<crate::pex::PexMessage> {
+    let bytes = outbox.queued_control_bytes();
+    let decoder = crate::wire::FrameDecoder::new(crate::wire::DEFAULT_MAX_FRAME);
+    let mut at = 0;
+    let mut found = Vec::new();
+    while let Some((msg, used)) = decoder.decode(&bytes[at..]).unwrap() {
+        if let Message::Extended { id: got, payload } = msg {
+            if got == id {
+                found.push(crate::pex::PexMessage::parse(payload).unwrap());
+            }
+        }
+        at += used;
+    }
+    found
+}
+
+#[test]
+fn pex_tells_each_peer_of_the_others_it_can_dial_and_keeps_what_peers_tell() {
+    use crate::pex::{PexMessage, FLAG_REACHABLE, INTERVAL};
+    let mut t = torrent_with_pex(true);
+    let (_dialled, _) = peer_at(&mut t, "127.0.0.1:7001", Dialler::Us);
+    let (b, b_out) = peer_at(&mut t, "127.0.0.1:40000", Dialler::Them);
+    extension_handshake(&mut t, b, b"d1:md6:ut_pexi5ee1:pi7002ee");
+    let (c, c_out) = peer_at(&mut t, "127.0.0.1:40001", Dialler::Them);
+    extension_handshake(&mut t, c, b"d1:md6:ut_pexi9eee");
+    let offer = t.extension_offer(6881);
+    assert!(offer.pex && offer.listen_port == Some(6881));
+
+    let now = Instant::now();
+    t.tick(Duration::from_secs(1), now);
+    let to_b = pex_sent(&b_out, 5);
+    assert_eq!(to_b.len(), 1);
+    assert_eq!(
+        to_b[0].added,
+        [("127.0.0.1:7001".parse().unwrap(), FLAG_REACHABLE)],
+        "B hears of the peer we dialled, not of itself, not of C (no listening port)"
+    );
+    let mut to_c: Vec<_> = pex_sent(&c_out, 9)[0].added.clone();
+    to_c.sort();
+    assert_eq!(
+        to_c,
+        [
+            ("127.0.0.1:7001".parse().unwrap(), FLAG_REACHABLE),
+            ("127.0.0.1:7002".parse().unwrap(), 0)
+        ]
+    );
+    // Nothing new within the minute; B's departure reaches C a minute later.
+    t.tick(Duration::from_secs(1), now + Duration::from_secs(1));
+    assert_eq!(pex_sent(&c_out, 9).len(), 1);
+    t.remove_peer(b, now);
+    t.tick(Duration::from_secs(1), now + INTERVAL);
+    let later = pex_sent(&c_out, 9);
+    assert_eq!(later.len(), 2);
+    assert_eq!(later[1].dropped, ["127.0.0.1:7002".parse().unwrap()]);
+
+    // What C tells us is kept to dial, but only usable addresses, and not twice a minute.
+    let told = PexMessage {
+        added: vec![
+            ("10.0.0.1:6881".parse().unwrap(), 0),
+            ("0.0.0.0:6881".parse().unwrap(), 0),
+            ("224.0.0.1:6881".parse().unwrap(), 0),
+        ],
+        dropped: vec![],
+    };
+    let msg = || Inbound::Extended {
+        id: extended::OUR_PEX_ID,
+        payload: told.encode(),
+    };
+    t.on_message(c, msg(), now).unwrap();
+    assert_eq!(t.take_pex_found(), ["10.0.0.1:6881".parse().unwrap()]);
+    t.on_message(c, msg(), now + Duration::from_secs(5))
+        .unwrap();
+    assert!(t.take_pex_found().is_empty(), "too soon after the last");
+    let garbage = Inbound::Extended {
+        id: extended::OUR_PEX_ID,
+        payload: b"d5:added5:abcdee".to_vec(),
+    };
+    t.on_message(c, garbage, now + INTERVAL).unwrap();
+    assert!(t.take_pex_found().is_empty());
+}
+
+#[test]
+fn without_pex_nothing_is_offered_sent_or_taken() {
+    let mut t = torrent_with_pex(false);
+    assert!(!t.extension_offer(6881).pex);
+    let (_dialled, _) = peer_at(&mut t, "127.0.0.1:7001", Dialler::Us);
+    let (b, b_out) = peer_at(&mut t, "127.0.0.1:40000", Dialler::Them);
+    extension_handshake(&mut t, b, b"d1:md6:ut_pexi5ee1:pi7002ee");
+    t.tick(Duration::from_secs(1), Instant::now());
+    assert!(pex_sent(&b_out, 5).is_empty());
+    let told = crate::pex::PexMessage {
+        added: vec![("10.0.0.1:6881".parse().unwrap(), 0)],
+        dropped: vec![],
+    };
+    let msg = Inbound::Extended {
+        id: extended::OUR_PEX_ID,
+        payload: told.encode(),
+    };
+    t.on_message(b, msg, Instant::now()).unwrap();
+    assert!(t.take_pex_found().is_empty());
 }

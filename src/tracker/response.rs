@@ -4,10 +4,11 @@
 //! no input makes these functions panic.
 
 use super::TrackerError;
+use crate::compact;
 use crate::types::InfoHash;
 use serde_bencode::value::Value;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Peers kept from one reply; the excess is ignored, not an error.
 pub const MAX_PEERS_PER_RESPONSE: usize = 2000;
@@ -137,27 +138,10 @@ pub(super) fn read_compact_peers(
     field: &str,
     out: &mut Vec<SocketAddr>,
 ) -> Result<(), TrackerError> {
-    let size = if ipv6 { 18 } else { 6 };
-    if !bytes.len().is_multiple_of(size) {
-        let why = format!("{} bytes is not a multiple of {size}", bytes.len());
-        return Err(malformed(field, &why));
-    }
-    for entry in bytes.chunks_exact(size) {
-        if out.len() >= MAX_PEERS_PER_RESPONSE {
-            break;
-        }
-        let (ip, port) = entry.split_at(size - 2);
-        let port = u16::from_be_bytes([port[0], port[1]]);
-        let ip = match (<[u8; 4]>::try_from(ip), <[u8; 16]>::try_from(ip)) {
-            (Ok(v4), _) => IpAddr::V4(Ipv4Addr::from(v4)),
-            (_, Ok(v6)) => IpAddr::V6(Ipv6Addr::from(v6)),
-            _ => continue,
-        };
-        if port != 0 {
-            out.push(SocketAddr::new(ip, port));
-        }
-    }
-    Ok(())
+    compact::read_into(bytes, ipv6, MAX_PEERS_PER_RESPONSE, out).map_err(|e| {
+        let why = format!("{} bytes is not a multiple of {}", e.len, e.entry);
+        malformed(field, &why)
+    })
 }
 
 /// Appends peers from a BEP 3 list of `{ip, port}` dictionaries. Entries whose ip is a host

@@ -527,6 +527,12 @@ impl Libtorrent {
         self.check_failed();
         self.state.join(name).exists().then_some(())
     }
+
+    /// The text of the state file `name` (see lt_peer.py), once it exists.
+    pub fn state_text(&self, name: &str) -> Option<String> {
+        self.check_failed();
+        std::fs::read_to_string(self.state.join(name)).ok()
+    }
 }
 
 impl Client for Libtorrent {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod ext_peer;
 pub mod fake_peer;
 pub mod fixture;
 pub mod swarm;

@@ -5,7 +5,7 @@ and for perf/compare.
 Usage: lt_peer.py seed|leech TORRENT SAVE_DIR PORT STATE_DIR
                   [--connect IP:PORT]... [--preset default|hps]
                   [--encryption plain|forced] [--metadata on]
-                  [--dht-bootstrap 127.0.0.1:PORT]
+                  [--dht-bootstrap 127.0.0.1:PORT] [--pex on]
 
 Runs one torrent in its own session bound to 127.0.0.1:PORT, TCP only, with
 DHT, LSD, UPnP, NAT-PMP, uTP and the IP notifier off and no plugins (so no
@@ -23,6 +23,8 @@ libtorrent's rules against several nodes on one IP off, since every node here is
 127.0.0.1); the settings check then requires exactly that bootstrap node.
 --metadata on: the ut_metadata extension (BEP 9) is added, so the session sends
 and fetches info dictionaries, and a leecher's TORRENT may be a magnet link.
+--pex on: the ut_pex extension (BEP 11) is added, so the session exchanges peer
+addresses with its peers; it then also writes STATE_DIR/peers (see below).
 --encryption forced: it dials and answers with the MSE/PE handshake only (offering
 plaintext or RC4 after it, as libtorrent's default allowed_enc_level does); plain,
 the default, dials with a plain handshake and answers either.
@@ -34,6 +36,8 @@ It reports through files in STATE_DIR (written atomically):
   done   leecher: once torrent_finished_alert arrived (every piece checked);
          holds the time.time() of that moment
   failed on a torrent or file error, with the message
+  peers  with --pex on: the connected peers, one "IP:PORT SOURCE" line each, where
+         SOURCE is "pex" for a peer learned through peer exchange, else "-"
 SIGUSR1 makes it announce to the tracker at once (perf/compare uses this so that
 a seeder dials a Transmission leecher, which cannot dial 127.0.0.1 itself).
 It runs until SIGTERM/SIGINT. Debian's python3-libtorrent is importable from
@@ -67,7 +71,7 @@ def parse_args(args):
         sys.exit(__doc__)
     role, torrent, save, port, state_dir = args[0], args[1], args[2], int(args[3]), args[4]
     rest = args[5:]
-    connect, preset, encryption, metadata, dht = [], "default", "plain", False, None
+    connect, preset, encryption, metadata, dht, pex = [], "default", "plain", False, None, False
     while rest:
         if rest[0] == "--connect" and len(rest) >= 2:
             connect.append(parse_addr(rest[1]))
@@ -79,10 +83,12 @@ def parse_args(args):
             metadata = True
         elif rest[0] == "--dht-bootstrap" and len(rest) >= 2 and rest[1].startswith("127."):
             dht = rest[1]
+        elif rest[0] == "--pex" and len(rest) >= 2 and rest[1] == "on":
+            pex = True
         else:
             sys.exit("unexpected argument %r" % rest[0])
         rest = rest[2:]
-    return role, torrent, save, port, state_dir, connect, preset, encryption, metadata, dht
+    return role, torrent, save, port, state_dir, connect, preset, encryption, metadata, dht, pex
 
 
 def settings_for(port, preset, encryption, dht):
@@ -133,7 +139,7 @@ def settings_for(port, preset, encryption, dht):
 
 
 def main():
-    role, torrent, save, port, state_dir, connect, preset, encryption, metadata, dht = \
+    role, torrent, save, port, state_dir, connect, preset, encryption, metadata, dht, pex = \
         parse_args(sys.argv[1:])
 
     stopping = []
@@ -156,6 +162,8 @@ def main():
 
     if metadata:
         ses.add_extension("ut_metadata")
+    if pex:
+        ses.add_extension("ut_pex")
     if metadata and role == "leech" and torrent.startswith("magnet:"):
         params = lt.parse_magnet_uri(torrent)
     else:
@@ -210,6 +218,10 @@ def main():
                 handle.connect_peer(addr)
                 print("connecting to %s:%d" % addr, flush=True)
         now = time.time()
+        if pex:
+            note(state_dir, "peers", "".join(
+                "%s:%d %s\n" % (p.ip[0], p.ip[1], "pex" if p.source & lt.peer_info.pex else "-")
+                for p in handle.get_peer_info()))
         if now - last_status >= 2.0:
             last_status = now
             print("t=%.1f state=%s progress=%.4f peers=%d down=%d up=%d"

@@ -2,7 +2,7 @@
 //! 48) into requests for `TrackerState`, and encoding its answers as bencoded bodies. The
 //! request line and the socket belong to `tracker::http_request` and `tracker_server`.
 
-use super::{put_compact, ServerAnnounce, ServerReply, MAX_HTTP_SCRAPE_HASHES, MAX_QUERY_LEN};
+use super::{ServerAnnounce, ServerReply, MAX_HTTP_SCRAPE_HASHES, MAX_QUERY_LEN};
 use crate::tracker::response::ScrapeEntry;
 use crate::tracker::Event;
 use crate::types::{InfoHash, PeerId};
@@ -160,7 +160,7 @@ pub fn encode_announce_reply(reply: &ServerReply, compact: bool) -> Vec<u8> {
     if compact {
         let (mut v4, mut v6) = (Vec::new(), Vec::new());
         for p in &reply.peers {
-            put_compact(if p.addr.is_ipv4() { &mut v4 } else { &mut v6 }, p.addr);
+            crate::compact::put(if p.addr.is_ipv4() { &mut v4 } else { &mut v6 }, p.addr);
         }
         put_bytes(&mut out, &v4);
         if !v6.is_empty() {

@@ -2,7 +2,7 @@
 //! and encoding the replies and error packets. The client side and the shared packet layout
 //! live in `tracker::udp`; connection ids in `connection_id`.
 
-use super::{put_compact, ServerAnnounce, ServerReply, MAX_UDP_ERROR_LEN};
+use super::{ServerAnnounce, ServerReply, MAX_UDP_ERROR_LEN};
 use crate::tracker::response::ScrapeEntry;
 use crate::tracker::udp::{
     concat, Reader, ACTION_ANNOUNCE, ACTION_CONNECT, ACTION_ERROR, ACTION_SCRAPE,
@@ -177,7 +177,7 @@ pub fn encode_udp_announce_reply(tid: u32, reply: &ServerReply, ipv6: bool) -> V
     out.extend_from_slice(&reply.incomplete.to_be_bytes());
     out.extend_from_slice(&reply.complete.to_be_bytes());
     for p in reply.peers.iter().filter(|p| p.addr.is_ipv6() == ipv6) {
-        put_compact(&mut out, p.addr);
+        crate::compact::put(&mut out, p.addr);
     }
     out
 }
