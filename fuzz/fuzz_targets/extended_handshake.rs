@@ -1,6 +1,6 @@
 //! Fuzz target: the BEP 10 extension handshake readers, `extended::reqq_of` (and
-//! `extended::donthave_id_of`, `metadata_id_of`, which must never panic and never answer 0,
-//! and `metadata_size_of`), on arbitrary
+//! `extended::donthave_id_of`, `metadata_id_of`, `pex_id_of`, which must never panic and
+//! never answer 0, and `metadata_size_of`, `listen_port_of`), on arbitrary
 //! payloads (what a peer sends as extended message 0; up to the 1 MiB frame cap in real use).
 //! It must never panic, and its work stays linear (the scanner runs before serde_bencode, so
 //! no deep recursion and no allocation sized by the peer). A value it returns must be right:
@@ -15,8 +15,8 @@ use libfuzzer_sys::fuzz_target;
 use serde_bencode::value::Value;
 use spate::bencode::{dict_value_span, validate};
 use spate::peer::extended::{
-    donthave_id_of, metadata_id_of, metadata_size_of, our_handshake, reqq_of, OUR_DONTHAVE_ID,
-    OUR_METADATA_ID,
+    donthave_id_of, listen_port_of, metadata_id_of, metadata_size_of, our_handshake, pex_id_of,
+    reqq_of, Offer, OUR_DONTHAVE_ID, OUR_METADATA_ID, OUR_PEX_ID,
 };
 use spate::torrent::MAX_QUEUED_REQUESTS;
 use std::sync::Once;
@@ -24,19 +24,41 @@ use std::sync::Once;
 fuzz_target!(|data: &[u8]| {
     static OURS: Once = Once::new();
     OURS.call_once(|| {
-        let ours = our_handshake(Some(777));
+        let ours = our_handshake(Offer {
+            metadata_size: Some(777),
+            pex: true,
+            listen_port: Some(6881),
+        });
         assert_eq!(reqq_of(&ours), Some(MAX_QUEUED_REQUESTS as u32));
         assert_eq!(donthave_id_of(&ours), Some(OUR_DONTHAVE_ID));
         assert_eq!(metadata_id_of(&ours), Some(OUR_METADATA_ID));
         assert_eq!(metadata_size_of(&ours), Some(777));
+        assert_eq!(pex_id_of(&ours), Some(OUR_PEX_ID));
+        assert_eq!(listen_port_of(&ours), Some(6881));
     });
 
-    for id in [donthave_id_of(data), metadata_id_of(data)].into_iter().flatten() {
+    for id in [donthave_id_of(data), metadata_id_of(data), pex_id_of(data)]
+        .into_iter()
+        .flatten()
+    {
         assert!(id >= 1, "extension id 0 means disabled (BEP 10)");
-        assert!(validate(data).is_ok(), "an extension id from invalid bencode");
+        assert!(
+            validate(data).is_ok(),
+            "an extension id from invalid bencode"
+        );
     }
     if metadata_size_of(data).is_some() {
-        assert!(validate(data).is_ok(), "a metadata size from invalid bencode");
+        assert!(
+            validate(data).is_ok(),
+            "a metadata size from invalid bencode"
+        );
+    }
+    if let Some(port) = listen_port_of(data) {
+        assert!(port != 0, "a listening port of 0");
+        assert!(
+            validate(data).is_ok(),
+            "a listening port from invalid bencode"
+        );
     }
 
     let got = reqq_of(data);

@@ -10,11 +10,21 @@ fuzz_target!(|data: &[u8]| {
     let Some(message) = PexMessage::parse(data) else {
         return;
     };
-    assert!(message.added.len() <= MAX_READ_PER_MESSAGE, "too many added");
-    assert!(message.dropped.len() <= MAX_READ_PER_MESSAGE, "too many dropped");
+    assert!(
+        message.added.len() <= MAX_READ_PER_MESSAGE,
+        "too many added"
+    );
+    assert!(
+        message.dropped.len() <= MAX_READ_PER_MESSAGE,
+        "too many dropped"
+    );
     let mut ports = (message.added.iter().map(|(a, _)| a.port()))
         .chain(message.dropped.iter().map(|a| a.port()));
     assert!(ports.all(|p| p != 0), "a port-0 address was kept");
     let again = PexMessage::parse(&message.encode());
-    assert_eq!(again.as_ref(), Some(&message), "re-encoding changed the message");
+    assert_eq!(
+        again.as_ref(),
+        Some(&message),
+        "re-encoding changed the message"
+    );
 });
