@@ -25,6 +25,7 @@ pub mod pex;
 pub mod picker;
 pub mod ratelimit;
 pub mod runtime;
+pub mod selection;
 pub mod session;
 pub mod storage;
 pub mod torrent;

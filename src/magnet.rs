@@ -96,18 +96,7 @@ fn parse_info_hash(text: &str) -> Result<InfoHash, MagnetError> {
 }
 
 fn parse_select_only(text: &str) -> Result<Vec<RangeInclusive<u32>>, MagnetError> {
-    let bad = || MagnetError::BadSelectOnly(text.to_string());
-    let mut ranges = Vec::new();
-    for item in text.split(',').take(MAX_LIST_ITEMS) {
-        let (lo, hi) = item.split_once('-').unwrap_or((item, item));
-        let lo: u32 = lo.parse().map_err(|_| bad())?;
-        let hi: u32 = hi.parse().map_err(|_| bad())?;
-        if lo > hi {
-            return Err(bad());
-        }
-        ranges.push(lo..=hi);
-    }
-    Ok(ranges)
+    crate::selection::parse_ranges(text).map_err(|_| MagnetError::BadSelectOnly(text.to_string()))
 }
 
 /// Decodes %XX escapes and '+' (as a space); the result must be UTF-8.

@@ -6,11 +6,13 @@ use super::units::{human_bytes, parse_size};
 use super::{load_torrent, BadInput};
 use crate::dht::{node::PUBLIC_BOOTSTRAP, DhtConfig};
 use crate::metainfo::Metainfo;
+use crate::selection::Selection;
 use crate::session::{self, Ending, Progress, Report, SessionConfig, WriteMode};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,6 +67,11 @@ pub struct DownloadArgs {
     /// Directory to download into.
     #[arg(short, long, default_value = ".")]
     output: PathBuf,
+    /// Download only these files: indices as `spate info` numbers them, and ranges, e.g.
+    /// `0,2,4-6` (a magnet link's `so=` says the same). Pieces shared with other files are
+    /// fetched whole, so those files get the shared bytes and are left sparse.
+    #[arg(long, value_name = "LIST", value_parser = parse_only)]
+    only: Option<FileList>,
     /// Keep seeding after the download completes, until interrupted.
     #[arg(long)]
     seed: bool,
@@ -136,12 +143,15 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     config.resume_interval = Duration::from_secs(args.resume_interval);
     let magnet = match source {
         Source::File(meta) => {
-            return crate::runtime::start(download(Arc::new(meta), config, &args))
+            config.selection = selection_of(&meta, args.only.as_ref().map(|l| l.0.as_slice()))?;
+            return crate::runtime::start(download(Arc::new(meta), config, &args));
         }
         Source::Magnet(magnet) => magnet,
     };
     add_peers(&mut config.peers, &magnet.peers);
+    let only = (args.only.as_ref().map(|l| l.0.as_slice())).or(magnet.select_only.as_deref());
     if let Some(meta) = saved_metainfo(&args.output, &magnet) {
+        config.selection = selection_of(&meta, only)?;
         return crate::runtime::start(download(Arc::new(meta), config, &args));
     }
     if config.listen.port() == 0 {
@@ -156,6 +166,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
             return Ok(say_if_interrupted(INTERRUPTED));
         };
         add_peers(&mut config.peers, &peers);
+        config.selection = selection_of(&meta, only)?;
         download(Arc::new(meta), config, &args).await
     })
 }
@@ -168,7 +179,7 @@ async fn download(
 ) -> anyhow::Result<i32> {
     let verb = "downloading".to_string();
     let display = Display::new(args.swarm.quiet, meta.info.total_length, verb);
-    let notice = VerifiedNotice::new(args.json, args.swarm.quiet);
+    let notice = VerifiedNotice::new(args.json, args.swarm.quiet, meta.info.total_length);
     let report = session::run(Arc::clone(&meta), config, |p| {
         display.show(p);
         notice.observe(p, &display);
@@ -177,6 +188,30 @@ async fn download(
     display.finish();
     print_report(&report, &meta, args.stats, args.json);
     Ok(say_if_interrupted(exit_code(&report)))
+}
+
+/// The file indices and ranges of `--only`.
+#[derive(Clone, Debug)]
+struct FileList(Vec<RangeInclusive<u32>>);
+
+fn parse_only(text: &str) -> Result<FileList, String> {
+    crate::selection::parse_ranges(text)
+        .map(FileList)
+        .map_err(|e| e.to_string())
+}
+
+/// The files `only` names in `meta` (None: every file); naming a file the torrent does not
+/// have is bad input.
+fn selection_of(
+    meta: &Metainfo,
+    only: Option<&[RangeInclusive<u32>]>,
+) -> Result<Option<Selection>, BadInput> {
+    let Some(ranges) = only else {
+        return Ok(None);
+    };
+    Selection::from_ranges(ranges, meta.info.files.len())
+        .map(Some)
+        .map_err(|e| BadInput(format!("--only / so=: {e}")))
 }
 
 /// Appends the peers of `more` that `peers` lacks.
@@ -281,6 +316,7 @@ fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, 
             "info_hash": meta.info_hash.to_hex(),
             "complete": report.ending == Ending::Complete,
             "total_bytes": meta.info.total_length,
+            "wanted_bytes": report.progress.total_bytes,
             "downloaded_bytes": got,
             "uploaded_bytes": report.progress.uploaded,
             "wall_s": secs,
@@ -329,15 +365,18 @@ struct VerifiedNotice {
     said: std::cell::Cell<bool>,
     json: bool,
     quiet: bool,
+    /// The torrent's size (what is verified may be a selection of its files).
+    total_bytes: u64,
 }
 
 impl VerifiedNotice {
-    fn new(json: bool, quiet: bool) -> VerifiedNotice {
+    fn new(json: bool, quiet: bool, total_bytes: u64) -> VerifiedNotice {
         VerifiedNotice {
             started: Instant::now(),
             said: std::cell::Cell::new(false),
             json,
             quiet,
+            total_bytes,
         }
     }
 
@@ -353,7 +392,8 @@ impl VerifiedNotice {
                 .map_or(0.0, |d| d.as_secs_f64());
             println!(
                 "{}",
-                json!({"event": "verified", "wall_s": secs, "unix_s": unix_s, "total_bytes": p.total_bytes})
+                json!({"event": "verified", "wall_s": secs, "unix_s": unix_s,
+                    "total_bytes": self.total_bytes, "wanted_bytes": p.total_bytes})
             );
         } else if !self.quiet {
             display.say(&format!(

@@ -36,8 +36,9 @@ fn torrent_json(m: &Metainfo) -> serde_json::Value {
         .info
         .files
         .iter()
-        .filter(|f| !f.pad)
-        .map(|f| json!({"path": f.path.display().to_string(), "length": f.length}))
+        .enumerate()
+        .filter(|(_, f)| !f.pad)
+        .map(|(n, f)| json!({"index": n, "path": f.path.display().to_string(), "length": f.length}))
         .collect();
     json!({
         "name": m.info.name,
@@ -87,10 +88,17 @@ fn print_torrent(m: &Metainfo) {
     for w in &m.web_seeds {
         println!("  {w}");
     }
-    let files: Vec<_> = i.files.iter().filter(|f| !f.pad).collect();
-    println!("files ({}):", files.len());
-    for f in files {
-        println!("  {:>12}  {}", human_bytes(f.length), f.path.display());
+    let files: Vec<_> = i.files.iter().enumerate().filter(|(_, f)| !f.pad).collect();
+    println!(
+        "files ({}; the number is what download --only takes):",
+        files.len()
+    );
+    for (n, f) in files {
+        println!(
+            "  {n:>5}  {:>12}  {}",
+            human_bytes(f.length),
+            f.path.display()
+        );
     }
 }
 

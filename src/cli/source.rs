@@ -83,9 +83,6 @@ pub async fn fetch_and_save(
         } else {
             eprintln!("spate: fetching the torrent's metadata for {what}");
         }
-        if magnet.select_only.is_some() {
-            eprintln!("spate: the link selects files (so=); spate downloads every file");
-        }
     }
     let started = Instant::now();
     let mut last_line = Instant::now();

@@ -14,8 +14,10 @@ mod trackers;
 use crate::check::{check_pieces, PieceCheck};
 use crate::dht::DhtConfig;
 use crate::hash::HashPlacement;
+use crate::layout::Layout;
 use crate::metainfo::Metainfo;
 use crate::peer::conn::{ConnContext, FatalSlot};
+use crate::selection::Selection;
 use crate::storage::{self, Storage, StorageConfig, WritePaths};
 use crate::torrent::{Torrent, TorrentConfig, Verifier};
 use crate::types::PieceIndex;
@@ -106,6 +108,9 @@ pub struct SessionConfig {
     pub dht: Option<DhtConfig>,
     /// Exchange peer addresses with peers (BEP 11), for public torrents.
     pub pex: bool,
+    /// The files to download, in a one-torrent session (`download --only`, a magnet link's
+    /// `so=`); None fetches every file.
+    pub selection: Option<Selection>,
 }
 
 impl Default for SessionConfig {
@@ -128,6 +133,7 @@ impl Default for SessionConfig {
             hash_placement: HashPlacement::for_this_machine(),
             dht: None,
             pex: true,
+            selection: None,
         }
     }
 }
@@ -247,10 +253,12 @@ async fn run_torrent(
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Report, SessionError> {
     let started = Instant::now();
+    let layout = Layout::new(&meta.info);
     let storage_config = StorageConfig {
         preallocate: config.preallocate,
         write_paths: config.write_mode.paths(),
         max_open_files: hub.open_files_per_torrent,
+        selected_files: config.selection.as_ref().map(|s| s.files_to_keep(&layout)),
         ..StorageConfig::default()
     };
     let storage = Rc::new(Storage::new(&config.out_dir, &meta.info, storage_config));
@@ -268,6 +276,7 @@ async fn run_torrent(
         metadata: Some(Arc::from(meta.info_bytes.as_slice())),
         // Private torrents (BEP 27) find peers through their trackers only.
         pex: config.pex && !meta.info.private,
+        wanted: config.selection.as_ref().map(|s| s.wanted_pieces(&layout)),
     };
     let torrent = Rc::new(RefCell::new(Torrent::new(
         storage.layout().clone(),
@@ -352,7 +361,7 @@ async fn run_torrent(
     drop(registration);
     let ending = ending?;
     source.disconnect_all();
-    let progress = snapshot(&torrent.borrow(), storage.layout().total_length());
+    let progress = snapshot(&torrent.borrow());
     let t = torrent.borrow();
     Ok(Report {
         ending,
@@ -390,7 +399,6 @@ async fn drive(
     let mut last_tick = Instant::now();
     let mut last_save = Instant::now();
     let mut finished = false;
-    let total = ctx.storage.layout().total_length();
     loop {
         tokio::select! {
             _ = interval.tick() => {
@@ -402,7 +410,7 @@ async fn drive(
                         p.outbox.close();
                     }
                 }
-                on_progress(&snapshot(&ctx.torrent.borrow(), total));
+                on_progress(&snapshot(&ctx.torrent.borrow()));
                 if !finished {
                     ctx.storage.start_writeback();
                 }
@@ -414,12 +422,15 @@ async fn drive(
             _ = complete.notified(), if !finished => {
                 finished = true;
                 // Every piece is verified now; the caller hears so before the closing flush.
-                on_progress(&snapshot(&ctx.torrent.borrow(), total));
+                on_progress(&snapshot(&ctx.torrent.borrow()));
                 finish_download(meta, config, ctx).await?;
-                if ctx.torrent.borrow().stats.downloaded > 0 {
-                    signals.completed.notify_one(); // a seed that started complete never "completes"
+                // A seed that started complete never "completes", nor does a selection of files.
+                let t = ctx.torrent.borrow();
+                if t.stats.downloaded > 0 && t.has_every_piece() {
+                    signals.completed.notify_one();
                 }
-                on_progress(&snapshot(&ctx.torrent.borrow(), total));
+                drop(t);
+                on_progress(&snapshot(&ctx.torrent.borrow()));
                 if !config.seed {
                     return Ok(Ending::Complete);
                 }
@@ -473,10 +484,12 @@ async fn finish_download(
     save_resume(meta, config, ctx).await
 }
 
-fn snapshot(t: &Torrent, total: u64) -> Progress {
+/// The torrent's progress over the wanted pieces (all of them unless files were selected).
+fn snapshot(t: &Torrent) -> Progress {
+    let (have_bytes, total_bytes) = t.wanted_progress();
     Progress {
-        have_bytes: t.bytes_have(),
-        total_bytes: total,
+        have_bytes,
+        total_bytes,
         download_rate: t.download_rate(),
         upload_rate: t.upload_rate(),
         peers: t.peer_count(),

@@ -46,6 +46,10 @@ pub struct StorageConfig {
     /// Which path writes take (see `direct` and `write_path`); direct writes fall back to
     /// buffered ones by themselves where the file system refuses them.
     pub write_paths: WritePaths,
+    /// Per file, whether the download selected it (None: every file). An unselected file
+    /// is never reserved, and is created only if a piece it shares with a selected one is
+    /// written into it.
+    pub selected_files: Option<Vec<bool>>,
 }
 
 /// Which path writes take.
@@ -85,6 +89,7 @@ impl Default for StorageConfig {
             preallocate: false,
             writable: true,
             write_paths: WritePaths::Direct,
+            selected_files: None,
         }
     }
 }
@@ -361,11 +366,12 @@ impl Storage {
         });
     }
 
-    /// Makes every (non-padding) file exist at exactly its torrent size: creates empty
-    /// files that no piece touched and trims files that were longer before.
+    /// Makes every selected (non-padding) file exist at exactly its torrent size: creates
+    /// empty files that no piece touched and trims files that were longer before.
+    /// Unselected files are left as they are.
     pub async fn finalize_sizes(&self) -> io::Result<()> {
         for (i, span) in self.layout.files().iter().enumerate() {
-            if span.pad {
+            if span.pad || !self.is_selected(i) {
                 continue;
             }
             let handle = self.handle(i).await?;
@@ -375,6 +381,10 @@ impl Storage {
             }
         }
         Ok(())
+    }
+
+    fn is_selected(&self, file: usize) -> bool {
+        (self.config.selected_files.as_ref()).is_none_or(|s| s.get(file).copied().unwrap_or(false))
     }
 
     /// The open handle of `file`, opening it (and creating it and its parents when
@@ -410,7 +420,7 @@ impl Storage {
             Err(e) => return Err(e),
         };
         let length = self.layout.files()[file].length;
-        if self.config.preallocate && length > 0 {
+        if self.config.preallocate && length > 0 && self.is_selected(file) {
             match handle.fallocate(0, length, 0).await {
                 Ok(()) => {}
                 // No fallocate here, or no room for the whole file: the file stays sparse

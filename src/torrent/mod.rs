@@ -127,6 +127,8 @@ pub struct TorrentConfig {
     pub metadata: Option<Arc<[u8]>>,
     /// Whether to exchange peers with peers (BEP 11); false for private torrents.
     pub pex: bool,
+    /// The pieces to download (see `crate::selection`); None wants them all.
+    pub wanted: Option<BitVec<u8, Msb0>>,
 }
 
 impl Default for TorrentConfig {
@@ -137,6 +139,7 @@ impl Default for TorrentConfig {
             reorder_copies: BufferPool::new(BLOCK_SIZE as usize, 64),
             metadata: None,
             pex: false,
+            wanted: None,
         }
     }
 }
@@ -192,6 +195,9 @@ pub struct Torrent {
     pex: bool,
     /// Addresses peers told us about (BEP 11) that the session has not taken yet.
     pex_found: Vec<SocketAddr>,
+    /// Pieces outside the file selection: never requested, and the picker counts them as
+    /// done, so "complete" means every wanted piece is verified.
+    unwanted: BitVec<u8, Msb0>,
 }
 
 /// Bytes queued for a peer past which its metadata requests are rejected instead of
@@ -211,10 +217,14 @@ impl Torrent {
             layout.total_length(),
             rand::random(),
         );
-        for p in have.iter_ones() {
+        let layout_piece_count = layout.piece_count() as usize;
+        let unwanted = match &config.wanted {
+            Some(wanted) => !wanted.clone(),
+            None => BitVec::repeat(false, layout_piece_count),
+        };
+        for p in have.iter_ones().chain(unwanted.iter_ones()) {
             picker.mark_have(PieceIndex(p as u32));
         }
-        let layout_piece_count = layout.piece_count() as usize;
         Torrent {
             layout,
             picker,
@@ -239,6 +249,7 @@ impl Torrent {
             metadata: config.metadata,
             pex: config.pex,
             pex_found: Vec::new(),
+            unwanted,
         }
     }
 
@@ -270,8 +281,23 @@ impl Torrent {
 
     /// Bytes of verified pieces.
     pub fn bytes_have(&self) -> u64 {
-        self.have
-            .iter_ones()
+        self.bytes_of(self.have.iter_ones())
+    }
+
+    /// Bytes of the wanted pieces, and of those verified: the progress of the selection.
+    pub fn wanted_progress(&self) -> (u64, u64) {
+        let wanted = (0..self.have.len()).filter(|&p| !self.unwanted[p]);
+        let done = self.have.iter_ones().filter(|&p| !self.unwanted[p]);
+        (self.bytes_of(done), self.bytes_of(wanted))
+    }
+
+    /// Every piece verified, not only the wanted ones: a seed.
+    pub fn has_every_piece(&self) -> bool {
+        self.have.all()
+    }
+
+    fn bytes_of(&self, pieces: impl Iterator<Item = usize>) -> u64 {
+        pieces
             .map(|p| u64::from(self.layout.piece_len(PieceIndex(p as u32))))
             .sum()
     }
@@ -525,7 +551,7 @@ impl Torrent {
         if piece.0 >= self.layout.piece_count() {
             return Err(Violation::HaveOutOfRange(piece.0));
         }
-        let we_have = self.have[piece.as_usize()];
+        let we_lack = !self.have[piece.as_usize()] && !self.unwanted[piece.as_usize()];
         let p = self.peers.get_mut(&key).expect("caller checked the peer");
         if p.has_piece(piece) {
             return Ok(());
@@ -533,7 +559,7 @@ impl Torrent {
         p.has.set(piece.as_usize(), true);
         p.has_count += 1;
         self.picker.peer_has_piece(piece);
-        if !we_have {
+        if we_lack {
             p.wanted_count += 1;
             self.update_interest(key);
         }
@@ -544,7 +570,9 @@ impl Torrent {
         bits.truncate(self.layout.piece_count() as usize);
         let p = self.peers.get_mut(&key).expect("caller checked the peer");
         p.has_count = bits.count_ones() as u32;
-        p.wanted_count = bits.iter_ones().filter(|&i| !self.have[i]).count() as u32;
+        p.wanted_count = (bits.iter_ones())
+            .filter(|&i| !self.have[i] && !self.unwanted[i])
+            .count() as u32;
         if !bits.is_empty() && bits.all() {
             p.counted_as_seed = true;
             self.picker.seed_joined();
@@ -567,7 +595,7 @@ impl Torrent {
         if piece.0 >= self.layout.piece_count() {
             return Err(Violation::DontHaveOutOfRange(piece.0));
         }
-        let we_have = self.have[piece.as_usize()];
+        let we_lack = !self.have[piece.as_usize()] && !self.unwanted[piece.as_usize()];
         let p = self.peers.get_mut(&key).expect("caller checked the peer");
         if !p.has_piece(piece) {
             return Ok(());
@@ -583,7 +611,7 @@ impl Torrent {
         } else {
             self.picker.peer_lost([piece]);
         }
-        if !we_have {
+        if we_lack {
             p.wanted_count = p.wanted_count.saturating_sub(1);
         }
         let blocks = p.release_requests_in(piece);
@@ -912,15 +940,18 @@ impl Torrent {
     }
 
     /// Reading `piece` from disk to upload it failed: it is missing now. Queued requests for
-    /// it are dropped, it counts as missing in the resume data and the picker fetches it
-    /// again from peers that have it.
+    /// it are dropped, it counts as missing in the resume data and, if it is wanted, the
+    /// picker fetches it again from peers that have it.
     pub fn on_piece_unreadable(&mut self, piece: PieceIndex) {
         if !self.have[piece.as_usize()] {
             return;
         }
         self.have.set(piece.as_usize(), false);
         self.lost.set(piece.as_usize(), true);
-        self.picker.on_piece_failed(piece);
+        let wanted = !self.unwanted[piece.as_usize()];
+        if wanted {
+            self.picker.on_piece_failed(piece);
+        }
         self.stats.pieces_lost += 1;
         self.resume_dirty = true;
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
@@ -934,7 +965,7 @@ impl Torrent {
                     payload: &payload,
                 });
             }
-            if p.has_piece(piece) {
+            if wanted && p.has_piece(piece) {
                 p.wanted_count += 1;
                 self.update_interest(key);
             }

@@ -607,3 +607,61 @@ fn without_pex_nothing_is_offered_sent_or_taken() {
     t.on_message(b, msg, Instant::now()).unwrap();
     assert!(t.take_pex_found().is_empty());
 }
+
+/// A torrent of `pieces` pieces that wants only `wanted` (a file selection).
+fn torrent_wanting(pieces: u32, wanted: &[u32]) -> Torrent {
+    let mut bits = BitVec::<u8, Msb0>::repeat(false, pieces as usize);
+    for &p in wanted {
+        bits.set(p as usize, true);
+    }
+    let config = TorrentConfig {
+        wanted: Some(bits),
+        ..TorrentConfig::default()
+    };
+    let layout = Layout::from_lengths(PIECE, [u64::from(pieces * PIECE)]);
+    let (verifier, _rx) = Verifier::new(
+        Arc::new(HashPool::new(1)),
+        Arc::new(vec![[0; 20]; pieces as usize]),
+        HashPlacement::Workers,
+    );
+    Torrent::new(
+        layout,
+        BitVec::repeat(false, pieces as usize),
+        verifier,
+        config,
+    )
+}
+
+#[test]
+fn a_selection_requests_only_wanted_pieces_and_ignores_peers_without_them() {
+    let mut t = torrent_wanting(4, &[1, 3]);
+    assert!(!t.is_complete());
+    assert_eq!(t.wanted_progress(), (0, 2 * u64::from(PIECE)));
+    let now = Instant::now();
+    let (elsewhere, _) = peer(&mut t);
+    t.on_message(elsewhere, Inbound::Bitfield(vec![0b1010_0000]), now)
+        .unwrap();
+    assert!(
+        !t.peer(elsewhere).unwrap().am_interested,
+        "pieces 0 and 2 only: nothing we want"
+    );
+    t.on_message(elsewhere, Inbound::Have(PieceIndex(3)), now)
+        .unwrap();
+    assert!(
+        t.peer(elsewhere).unwrap().am_interested,
+        "now it has piece 3"
+    );
+    let (seed, _) = peer(&mut t);
+    t.on_message(seed, Inbound::Bitfield(vec![0xf0]), now)
+        .unwrap();
+    t.on_message(seed, Inbound::Unchoke, now).unwrap();
+    let asked: HashSet<u32> = (t.peer(seed).unwrap().requests.iter())
+        .map(|(b, _)| b.piece.0)
+        .collect();
+    assert_eq!(
+        asked,
+        HashSet::from([1, 3]),
+        "only the wanted pieces are requested"
+    );
+    assert!(!t.has_every_piece());
+}

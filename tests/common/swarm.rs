@@ -136,7 +136,8 @@ pub fn report_of(out: &Output) -> serde_json::Value {
         // presence, its place before the report (the last line) and its fields are checked.
         assert!(
             event["wall_s"].as_f64().is_some_and(|s| s >= 0.0)
-                && event["total_bytes"] == report["total_bytes"],
+                && event["total_bytes"] == report["total_bytes"]
+                && event["wanted_bytes"] == report["wanted_bytes"],
             "bad verified event: {event} {report}"
         );
     }
