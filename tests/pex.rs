@@ -8,11 +8,12 @@ mod common;
 
 use common::ext_peer;
 use common::fixture::Fixture;
-use common::swarm::{report_of, start_leecher, start_seeder};
+use common::swarm::{report_of, start_leecher, start_seeder, Proc};
 use spate::peer::extended;
 use spate::pex::{PexMessage, FLAG_REACHABLE, FLAG_SEED};
 use spate::wire::Message;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +47,19 @@ fn their_extension_handshake(conn: &mut TcpStream) -> Vec<u8> {
         _ => None,
     })
     .expect("spate sends its extension handshake")
+}
+
+/// Starts a leecher of `fx` into `out` whose only peer is a test peer that speaks
+/// `ut_pex`; returns the leecher, the test peer's side of the connection, and the leecher's
+/// extension handshake.
+fn leecher_introduced(fx: &Fixture, out: &Path) -> (Proc, TcpStream, Vec<u8>) {
+    let introducer = TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = introducer.local_addr().unwrap().to_string();
+    let leecher = start_leecher(&fx.torrent, out, &["--peer", &peer]);
+    let mut conn = accept_one(&introducer);
+    ext_peer::answer(&mut conn, fx.meta.info_hash, PEX_HELLO).unwrap();
+    let hello = their_extension_handshake(&mut conn);
+    (leecher, conn, hello)
 }
 
 #[test]
@@ -86,13 +100,8 @@ fn a_leecher_downloads_from_a_seeder_it_heard_of_only_through_pex() {
     let fx = Fixture::single(3 << 20);
     let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
     // The only peer the leecher is given has no pieces; it names the seeder.
-    let introducer = TcpListener::bind("127.0.0.1:0").unwrap();
     let out = fx.out_dir("leech");
-    let peer = introducer.local_addr().unwrap().to_string();
-    let leecher = start_leecher(&fx.torrent, &out, &["--peer", &peer]);
-    let mut conn = accept_one(&introducer);
-    ext_peer::answer(&mut conn, fx.meta.info_hash, PEX_HELLO).unwrap();
-    let hello = their_extension_handshake(&mut conn);
+    let (leecher, mut conn, hello) = leecher_introduced(&fx, &out);
     let pex_id = extended::pex_id_of(&hello).expect("the leecher offers ut_pex");
     assert_eq!(extended::listen_port_of(&hello), Some(leecher.port));
     let news = PexMessage {
@@ -122,13 +131,8 @@ fn a_private_torrent_neither_offers_pex_nor_dials_what_a_peer_names() {
             drop(conn);
         }
     });
-    let introducer = TcpListener::bind("127.0.0.1:0").unwrap();
     let out = fx.out_dir("leech");
-    let peer = introducer.local_addr().unwrap().to_string();
-    let leecher = start_leecher(&fx.torrent, &out, &["--peer", &peer]);
-    let mut conn = accept_one(&introducer);
-    ext_peer::answer(&mut conn, fx.meta.info_hash, PEX_HELLO).unwrap();
-    let hello = their_extension_handshake(&mut conn);
+    let (leecher, mut conn, hello) = leecher_introduced(&fx, &out);
     assert_eq!(extended::pex_id_of(&hello), None, "no ut_pex offered");
     // Sent anyway, under the id spate uses for public torrents.
     let news = PexMessage {
