@@ -341,6 +341,20 @@ fn spate_seeds_libtorrent_downloads_from_a_magnet_link() {
     wait_for_leecher(&swarm, leecher, seeder, t);
 }
 
+/// rqbit given a magnet link and spate's address (`--initial-peers`): it fetches the info
+/// dictionary from spate, then the data.
+#[test]
+fn spate_seeds_rqbit_downloads_from_a_magnet_link() {
+    let swarm = Swarm::multi_file();
+    let seed = swarm.job(Role::Seed);
+    let t = Instant::now();
+    let seeder = SpateSeeder::start(&seed, &[]);
+    let mut leech = swarm.job(Role::Leech);
+    leech.torrent = magnet_link(&swarm, seed.port);
+    let leecher = Rqbit::start(&leech, &[local(seed.port)]);
+    wait_for_leecher(&swarm, leecher, seeder, t);
+}
+
 /// libtorrent with its DHT bootstrapped from spate's node, given a magnet link with only the
 /// info-hash: it finds spate through the DHT (spate announces to it), fetches the metadata
 /// and the data.
