@@ -108,7 +108,13 @@ impl PeerSource {
         } else {
             k.failures = 0;
         }
-        if k.refused || k.failures >= MAX_FAILURES {
+        if k.refused {
+            return; // kept, so that it is never dialled again
+        }
+        if k.failures >= MAX_FAILURES {
+            // Forgotten: its slot in `known` goes to addresses still worth trying (a tracker,
+            // the DHT or a peer may name it again later).
+            known.remove(&addr);
             return;
         }
         let delay = RETRY_BASE * 2u32.pow(k.failures.min(4));
