@@ -457,6 +457,7 @@ impl Display {
             } else {
                 bar.set_prefix(self.verb.clone());
                 bar.set_message(rates);
+                bar.set_length(p.total_bytes); // the chosen files' pieces, with --only
             }
             bar.set_position(p.have_bytes);
             return;
