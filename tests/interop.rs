@@ -431,22 +431,25 @@ fn spate_leecher_of(swarm: &Swarm, out: &std::path::Path, peer: SocketAddr) -> c
     common::swarm::spawn_on(free_port(), &args)
 }
 
-/// libtorrent (with `ut_pex`) dials only a spate seeder; spate's peer exchange names the
-/// spate leecher that seeder serves, and libtorrent dials it.
+/// libtorrent (with `ut_pex`) dials only a spate seeder, which serves another spate leecher:
+/// spate's peer exchange (the only source of addresses here: no trackers, no DHT) must give
+/// libtorrent a peer whose source it lists as PEX. Which side dials first varies (the
+/// spate leecher hears of libtorrent too, and a duplicate connection is closed), so the
+/// check is on libtorrent's peer sources, not on one connection.
 #[test]
 fn libtorrent_learns_a_peer_through_spate_pex() {
     let swarm = Swarm::single_file();
     let (seeder, seeder_addr) = slow_spate_seeder(&swarm);
     let other_out = tempdir();
-    let other = spate_leecher_of(&swarm, other_out.path(), seeder_addr);
+    let _other = spate_leecher_of(&swarm, other_out.path(), seeder_addr);
     let lt = Libtorrent::start_with(&swarm.job(Role::Leech), &[seeder_addr], &["--pex", "on"]);
-    let want = format!("{} pex", other.addr());
     let found = poll_until(TRANSFER_TIMEOUT, || {
-        lt.state_text("peers").filter(|peers| peers.contains(&want))
+        let peers = lt.state_text("peers")?;
+        peers.lines().any(|l| l.ends_with(" pex")).then_some(())
     });
     if found.is_none() {
         panic!(
-            "libtorrent never dialled {want}: {:?}\n{}\n{}",
+            "libtorrent learned no peer through PEX: {:?}\n{}\n{}",
             lt.state_text("peers"),
             lt.log_tail(),
             seeder.group().log_tail()
