@@ -468,7 +468,8 @@ fn spate_learns_a_peer_through_libtorrent_pex() {
     let lt_addr = local(leech.port);
     let spate_out = tempdir();
     let spate = spate_leecher_of(&swarm, spate_out.path(), lt_addr);
-    // libtorrent sees both peers, then sends its first PEX message within a tick or two.
+    // libtorrent sees both peers, then sends its first PEX message at a tick of its own
+    // (once a second, at most one PEX message in the session per 3 s while it has few peers).
     let both = poll_until(TRANSFER_TIMEOUT, || {
         lt.state_text("peers").filter(|p| p.lines().count() >= 2)
     });
@@ -477,7 +478,7 @@ fn spate_learns_a_peer_through_libtorrent_pex() {
         "spate never reached libtorrent\n{}",
         lt.log_tail()
     );
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(10));
     spate.signal("INT");
     let out = spate.wait(TRANSFER_TIMEOUT);
     let report = common::swarm::final_report(&out.stdout);
