@@ -66,9 +66,7 @@ impl Selection {
                     count: file_count,
                 });
             }
-            for i in r.clone() {
-                files[i as usize] = true;
-            }
+            files[*r.start() as usize..=end as usize].fill(true);
         }
         Ok(Selection { files })
     }

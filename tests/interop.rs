@@ -327,32 +327,34 @@ fn rqbit_seeds_spate_downloads_from_a_magnet_link() {
     x_serves_spate_the_metadata(|job| Rqbit::start(job, &[]));
 }
 
-/// libtorrent given a magnet link naming spate's address: it fetches the info dictionary
-/// from spate, then the data.
-#[test]
-fn spate_seeds_libtorrent_downloads_from_a_magnet_link() {
+/// A spate seeder of the multi-file swarm; `start` runs client X as the leecher, given a
+/// magnet link naming spate's address (and that address, for clients that take peers
+/// apart): X fetches the info dictionary from spate, then the data.
+fn spate_seeds_x_fetches_from_a_link<C: Client>(start: impl FnOnce(&Job, SocketAddr) -> C) {
     let swarm = Swarm::multi_file();
     let seed = swarm.job(Role::Seed);
     let t = Instant::now();
     let seeder = SpateSeeder::start(&seed, &[]);
     let mut leech = swarm.job(Role::Leech);
     leech.torrent = magnet_link(&swarm, seed.port);
-    let leecher = Libtorrent::start_with(&leech, &[], &["--metadata", "on"]);
+    let leecher = start(&leech, local(seed.port));
     wait_for_leecher(&swarm, leecher, seeder, t);
+}
+
+/// libtorrent given a magnet link naming spate's address: it fetches the info dictionary
+/// from spate, then the data.
+#[test]
+fn spate_seeds_libtorrent_downloads_from_a_magnet_link() {
+    spate_seeds_x_fetches_from_a_link(|job, _| {
+        Libtorrent::start_with(job, &[], &["--metadata", "on"])
+    });
 }
 
 /// rqbit given a magnet link and spate's address (`--initial-peers`): it fetches the info
 /// dictionary from spate, then the data.
 #[test]
 fn spate_seeds_rqbit_downloads_from_a_magnet_link() {
-    let swarm = Swarm::multi_file();
-    let seed = swarm.job(Role::Seed);
-    let t = Instant::now();
-    let seeder = SpateSeeder::start(&seed, &[]);
-    let mut leech = swarm.job(Role::Leech);
-    leech.torrent = magnet_link(&swarm, seed.port);
-    let leecher = Rqbit::start(&leech, &[local(seed.port)]);
-    wait_for_leecher(&swarm, leecher, seeder, t);
+    spate_seeds_x_fetches_from_a_link(|job, spate| Rqbit::start(job, &[spate]));
 }
 
 /// libtorrent with its DHT bootstrapped from spate's node, given a magnet link with only the
@@ -567,14 +569,7 @@ fn spate_seeds_qbittorrent_dials_in() {
 /// spate, then the data.
 #[test]
 fn spate_seeds_qbittorrent_downloads_from_a_magnet_link() {
-    let swarm = Swarm::multi_file();
-    let seed = swarm.job(Role::Seed);
-    let t = Instant::now();
-    let seeder = SpateSeeder::start(&seed, &[]);
-    let mut leech = swarm.job(Role::Leech);
-    leech.torrent = magnet_link(&swarm, seed.port);
-    let leecher = Qbittorrent::start(&leech);
-    wait_for_leecher(&swarm, leecher, seeder, t);
+    spate_seeds_x_fetches_from_a_link(|job, _| Qbittorrent::start(job));
 }
 
 /// Client X given a bare magnet link; spate seeds and dials it, and X fetches the info

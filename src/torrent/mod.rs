@@ -281,25 +281,34 @@ impl Torrent {
 
     /// Bytes of verified pieces.
     pub fn bytes_have(&self) -> u64 {
-        self.bytes_of(self.have.iter_ones())
+        self.have
+            .iter_ones()
+            .map(|p| u64::from(self.layout.piece_len(PieceIndex(p as u32))))
+            .sum()
     }
 
-    /// Bytes of the wanted pieces, and of those verified: the progress of the selection.
+    /// Bytes of the wanted pieces verified, and of all wanted pieces: the progress of the
+    /// selection (of the whole torrent when every file is wanted).
     pub fn wanted_progress(&self) -> (u64, u64) {
-        let wanted = (0..self.have.len()).filter(|&p| !self.unwanted[p]);
-        let done = self.have.iter_ones().filter(|&p| !self.unwanted[p]);
-        (self.bytes_of(done), self.bytes_of(wanted))
+        let (mut done, mut total) = (0, 0);
+        for p in self.unwanted.iter_zeros() {
+            let len = u64::from(self.layout.piece_len(PieceIndex(p as u32)));
+            total += len;
+            if self.have[p] {
+                done += len;
+            }
+        }
+        (done, total)
+    }
+
+    /// We want `piece` and do not have it yet.
+    fn lacks(&self, piece: usize) -> bool {
+        !self.have[piece] && !self.unwanted[piece]
     }
 
     /// Every piece verified, not only the wanted ones: a seed.
     pub fn has_every_piece(&self) -> bool {
         self.have.all()
-    }
-
-    fn bytes_of(&self, pieces: impl Iterator<Item = usize>) -> u64 {
-        pieces
-            .map(|p| u64::from(self.layout.piece_len(PieceIndex(p as u32))))
-            .sum()
     }
 
     pub fn peer_count(&self) -> usize {
@@ -551,7 +560,7 @@ impl Torrent {
         if piece.0 >= self.layout.piece_count() {
             return Err(Violation::HaveOutOfRange(piece.0));
         }
-        let we_lack = !self.have[piece.as_usize()] && !self.unwanted[piece.as_usize()];
+        let we_lack = self.lacks(piece.as_usize());
         let p = self.peers.get_mut(&key).expect("caller checked the peer");
         if p.has_piece(piece) {
             return Ok(());
@@ -568,11 +577,10 @@ impl Torrent {
 
     fn on_bitfield(&mut self, key: PeerKey, mut bits: BitVec<u8, Msb0>) {
         bits.truncate(self.layout.piece_count() as usize);
+        let wanted_count = bits.iter_ones().filter(|&i| self.lacks(i)).count() as u32;
         let p = self.peers.get_mut(&key).expect("caller checked the peer");
         p.has_count = bits.count_ones() as u32;
-        p.wanted_count = (bits.iter_ones())
-            .filter(|&i| !self.have[i] && !self.unwanted[i])
-            .count() as u32;
+        p.wanted_count = wanted_count;
         if !bits.is_empty() && bits.all() {
             p.counted_as_seed = true;
             self.picker.seed_joined();
@@ -595,7 +603,7 @@ impl Torrent {
         if piece.0 >= self.layout.piece_count() {
             return Err(Violation::DontHaveOutOfRange(piece.0));
         }
-        let we_lack = !self.have[piece.as_usize()] && !self.unwanted[piece.as_usize()];
+        let we_lack = self.lacks(piece.as_usize());
         let p = self.peers.get_mut(&key).expect("caller checked the peer");
         if !p.has_piece(piece) {
             return Ok(());
