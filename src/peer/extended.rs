@@ -65,46 +65,77 @@ fn positive_int_of(payload: &[u8], key: &[u8]) -> Option<u32> {
     }
 }
 
+/// What a peer's extension handshake says, read with one pass of the bencode scanner over
+/// the payload (a peer's frame may be large); every field None unless the payload is one
+/// well-formed bencode value.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TheirOffer {
+    /// How many requests it queues (`reqq`), clamped to u32.
+    pub reqq: Option<u32>,
+    /// The ids it wants its `lt_donthave`, `ut_metadata` and `ut_pex` messages sent with
+    /// (`m.<name>`; 0, which turns an extension off, reads as None).
+    pub donthave_id: Option<u8>,
+    pub metadata_id: Option<u8>,
+    pub pex_id: Option<u8>,
+    /// The size of the info dictionary it offers (`metadata_size`), checked by its user.
+    pub metadata_size: Option<i64>,
+    /// The port it accepts connections on (`p`), if that is a port.
+    pub listen_port: Option<u16>,
+}
+
+impl TheirOffer {
+    pub fn read(payload: &[u8]) -> TheirOffer {
+        if crate::bencode::validate(payload).is_err() {
+            return TheirOffer::default();
+        }
+        let m = crate::bencode::dict_value_span(payload, b"m")
+            .ok()
+            .flatten();
+        let id = |name: &[u8]| {
+            let m = &payload[m.clone()?];
+            u8::try_from(positive_int_of(m, name)?).ok()
+        };
+        TheirOffer {
+            reqq: positive_int_of(payload, b"reqq"),
+            donthave_id: id(b"lt_donthave"),
+            metadata_id: id(b"ut_metadata"),
+            pex_id: id(b"ut_pex"),
+            metadata_size: crate::bencode::dict_int(payload, b"metadata_size"),
+            listen_port: crate::bencode::dict_int(payload, b"p")
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|&p| p != 0),
+        }
+    }
+}
+
 /// The `reqq` a peer advertised, if its handshake is well-formed and has one.
 pub fn reqq_of(payload: &[u8]) -> Option<u32> {
-    crate::bencode::validate(payload).ok()?;
-    positive_int_of(payload, b"reqq")
+    TheirOffer::read(payload).reqq
 }
 
 /// The id a peer wants its `lt_donthave` messages sent with (`m.lt_donthave`), if any.
 pub fn donthave_id_of(payload: &[u8]) -> Option<u8> {
-    extension_id_of(payload, b"lt_donthave")
+    TheirOffer::read(payload).donthave_id
 }
 
 /// The id a peer wants its `ut_metadata` messages sent with (`m.ut_metadata`), if any.
 pub fn metadata_id_of(payload: &[u8]) -> Option<u8> {
-    extension_id_of(payload, b"ut_metadata")
+    TheirOffer::read(payload).metadata_id
 }
 
 /// The id a peer wants its `ut_pex` messages sent with (`m.ut_pex`), if any.
 pub fn pex_id_of(payload: &[u8]) -> Option<u8> {
-    extension_id_of(payload, b"ut_pex")
+    TheirOffer::read(payload).pex_id
 }
 
 /// The port a peer says it accepts connections on (`p`), if it says and it is one.
 pub fn listen_port_of(payload: &[u8]) -> Option<u16> {
-    crate::bencode::validate(payload).ok()?;
-    let port = crate::bencode::dict_int(payload, b"p")?;
-    u16::try_from(port).ok().filter(|&p| p != 0)
+    TheirOffer::read(payload).listen_port
 }
 
 /// The size of the info dictionary a peer offers (`metadata_size`), if it says.
 pub fn metadata_size_of(payload: &[u8]) -> Option<i64> {
-    crate::bencode::validate(payload).ok()?;
-    crate::bencode::dict_int(payload, b"metadata_size")
-}
-
-/// The id under `m.<name>` (0 means the peer turned the extension off).
-fn extension_id_of(payload: &[u8], name: &[u8]) -> Option<u8> {
-    crate::bencode::validate(payload).ok()?;
-    let m = crate::bencode::dict_value_span(payload, b"m").ok()??;
-    let id = positive_int_of(&payload[m], name)?;
-    u8::try_from(id).ok()
+    TheirOffer::read(payload).metadata_size
 }
 
 /// The payload of an `lt_donthave` message: the piece index, big-endian.

@@ -345,8 +345,9 @@ async fn exchange(
     let (their_id, size) = loop {
         let (id, payload) = reader.next(stream).await?;
         if id == 0 {
-            let their_id = extended::metadata_id_of(&payload).ok_or(AskError::NotOffered)?;
-            let size = extended::metadata_size_of(&payload).ok_or(AskError::NotOffered)?;
+            let offer = extended::TheirOffer::read(&payload);
+            let their_id = offer.metadata_id.ok_or(AskError::NotOffered)?;
+            let size = offer.metadata_size.ok_or(AskError::NotOffered)?;
             break (their_id, size);
         }
     };

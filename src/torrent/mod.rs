@@ -503,13 +503,14 @@ impl Torrent {
             }
             Inbound::Reject(_) => {}
             Inbound::Extended { id: 0, payload } => {
-                if let Some(reqq) = extended::reqq_of(&payload) {
+                let offer = extended::TheirOffer::read(&payload);
+                if let Some(reqq) = offer.reqq {
                     p.set_reqq(reqq);
                 }
-                p.donthave_id = extended::donthave_id_of(&payload);
-                p.metadata_id = extended::metadata_id_of(&payload);
-                p.pex_id = extended::pex_id_of(&payload).filter(|_| self.pex);
-                p.listen_port = extended::listen_port_of(&payload);
+                p.donthave_id = offer.donthave_id;
+                p.metadata_id = offer.metadata_id;
+                p.pex_id = offer.pex_id.filter(|_| self.pex);
+                p.listen_port = offer.listen_port;
             }
             Inbound::Extended {
                 id: extended::OUR_PEX_ID,
