@@ -1,5 +1,6 @@
-//! Upload rate limiting: a token bucket (pure arithmetic over instants the caller passes in)
-//! and the async gate every uploader of a session waits at before sending a run of blocks.
+//! Rate limiting: a token bucket (pure arithmetic over instants the caller passes in) and the
+//! async gate a session's uploaders wait at before sending a run of blocks, and its peer
+//! readers after each socket read.
 //!
 //! The bucket may go into debt: a 256 KiB run is let through whole and the next sender waits
 //! until the debt is paid, so a limit below the run size still holds on average.
@@ -45,23 +46,30 @@ impl TokenBucket {
     }
 }
 
-/// The session-wide upload gate: unlimited, or a shared token bucket.
+/// A session-wide gate for one direction: unlimited, or a shared token bucket.
 #[derive(Debug, Default)]
-pub struct UploadLimit {
+pub struct RateLimit {
     bucket: Option<RefCell<TokenBucket>>,
 }
 
-impl UploadLimit {
+impl RateLimit {
     /// `rate` bytes/s; `None` or 0 means no limit.
-    pub fn new(rate: Option<u64>) -> UploadLimit {
-        UploadLimit {
+    pub fn new(rate: Option<u64>) -> RateLimit {
+        RateLimit {
             bucket: rate
                 .filter(|&r| r > 0)
                 .map(|r| RefCell::new(TokenBucket::new(r, Instant::now()))),
         }
     }
 
-    /// Waits until `bytes` may be sent.
+    /// The most one transfer should move at once: the bucket's burst, so that a limited
+    /// stream arrives in steps of a tenth of a second rather than in megabyte bursts. None
+    /// without a limit.
+    pub fn step(&self) -> Option<usize> {
+        self.bucket.as_ref().map(|b| b.borrow().burst as usize)
+    }
+
+    /// Waits until `bytes` may be moved (sent, or read again after reading them).
     pub async fn admit(&self, bytes: u64) {
         let Some(bucket) = &self.bucket else { return };
         let wait = bucket.borrow_mut().spend(bytes, Instant::now());

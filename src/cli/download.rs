@@ -75,6 +75,10 @@ pub struct DownloadArgs {
     /// Keep seeding after the download completes, until interrupted.
     #[arg(long)]
     seed: bool,
+    /// Cap on download speed in bytes per second (e.g. 10M), counting everything read from
+    /// peers; 0 means unlimited.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    download_limit: u64,
     /// Cap on receive-buffer memory (e.g. 64M); 32 MiB already holds ~30 ms of a 1 GB/s link.
     #[arg(long, default_value = "32M", value_parser = parse_size)]
     memory_limit: u64,
@@ -138,6 +142,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     let mut config = session_config(args.output.clone(), &args.swarm);
     config.seed = args.seed;
     config.memory_limit = args.memory_limit as usize;
+    config.download_limit = (args.download_limit > 0).then_some(args.download_limit);
     config.preallocate = !args.sparse;
     config.write_mode = args.write_mode;
     config.resume_interval = Duration::from_secs(args.resume_interval);

@@ -12,7 +12,7 @@ use super::outbox::{run_writer, Outbox};
 use crate::buffer::{BufferPool, PoolBuf, SizedPools};
 use crate::net::TcpStream;
 use crate::picker::PeerKey;
-use crate::ratelimit::UploadLimit;
+use crate::ratelimit::RateLimit;
 use crate::storage::Storage;
 use crate::torrent::{
     Dialler, DuplicateConnection, TailBytes, TailRead, Torrent, Violation, WriteJob,
@@ -25,6 +25,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::Notify;
+use tokio_uring::buf::BoundedBuf;
 
 /// Bytes of PIECE data queued for one peer before its uploader waits for the socket to
 /// drain: enough to keep a fast link busy, small enough that a peer that never reads
@@ -34,6 +35,8 @@ const MAX_QUEUED_UPLOAD: usize = 2 << 20;
 /// reads holds at most this much, so it cannot drain the upload pools every peer shares.
 /// Four long-run buffers, or 64 single-block ones for a leecher that asks a block at a time.
 const MAX_PINNED_UPLOAD: usize = 1 << 20;
+/// The smallest read a download limit cuts reads to (one block and its header).
+const MIN_LIMITED_READ: usize = 16 << 10;
 /// We advertise the extension protocol (BEP 10) only.
 pub const OUR_EXTENSIONS: Extensions = Extensions {
     extended: true,
@@ -100,7 +103,9 @@ pub struct ConnContext {
     /// Buffers for disk reads that serve uploads (one run of blocks each).
     pub upload_pools: SizedPools,
     /// The session's upload rate limit, shared by every uploader.
-    pub upload_limit: Rc<UploadLimit>,
+    pub upload_limit: Rc<RateLimit>,
+    /// The session's download rate limit: each reader waits at it after every read.
+    pub download_limit: Rc<RateLimit>,
     pub info_hash: InfoHash,
     pub peer_id: PeerId,
     /// The port the session accepts connections on (told to peers, for peer exchange).
@@ -262,12 +267,17 @@ async fn read_loop(
             &ctx.control_pool
         };
         let buf = pool.take().await;
-        let (res, buf) = stream.read(buf).await;
-        if res? == 0 {
+        let step = ctx.download_limit.step().unwrap_or(usize::MAX);
+        let room = buf.capacity().min(step.max(MIN_LIMITED_READ));
+        let (res, buf) = stream.read(buf.slice(..room)).await;
+        let buf = buf.into_inner();
+        let n = res?;
+        if n == 0 {
             return Ok(());
         }
         inbox.feed(buf.freeze(), &mut events)?;
         handle_events(ctx, key, &mut events, upload_wake)?;
+        ctx.download_limit.admit(n as u64).await;
     }
 }
 

@@ -11,7 +11,7 @@ use crate::hash::HashPool;
 use crate::net::{BoundSocket, TcpListener, TcpStream};
 use crate::peer::conn::{run_peer, Opening, MAX_UPLOAD_READ, TAIL_READ_BUDGET};
 use crate::peer::handshake::answer_handshake;
-use crate::ratelimit::UploadLimit;
+use crate::ratelimit::RateLimit;
 use crate::types::{InfoHash, PeerId, BLOCK_SIZE};
 use crate::wire::mse;
 use std::cell::{Cell, RefCell};
@@ -44,7 +44,8 @@ pub struct Hub {
     pub receive_pool: BufferPool,
     pub control_pool: BufferPool,
     pub upload_pools: SizedPools,
-    pub upload_limit: Rc<UploadLimit>,
+    pub upload_limit: Rc<RateLimit>,
+    pub download_limit: Rc<RateLimit>,
     pub tail_reads: Arc<tokio::sync::Semaphore>,
     /// Each torrent's share of the session's open files.
     pub open_files_per_torrent: usize,
@@ -105,7 +106,8 @@ impl Hub {
                 (BLOCK_SIZE as usize, UPLOAD_MEMORY / 4),
                 (MAX_UPLOAD_READ as usize, UPLOAD_MEMORY - UPLOAD_MEMORY / 4),
             ),
-            upload_limit: Rc::new(UploadLimit::new(config.upload_limit)),
+            upload_limit: Rc::new(RateLimit::new(config.upload_limit)),
+            download_limit: Rc::new(RateLimit::new(config.download_limit)),
             open_files_per_torrent: (SESSION_OPEN_FILES / torrents.max(1))
                 .max(MIN_OPEN_FILES_PER_TORRENT),
             check_turn: tokio::sync::Semaphore::new(1),

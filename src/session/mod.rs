@@ -95,6 +95,9 @@ pub struct SessionConfig {
     pub resume_interval: Duration,
     /// Upload rate cap in bytes/s for the whole session; None is unlimited.
     pub upload_limit: Option<u64>,
+    /// Download rate cap in bytes/s for the whole session (everything read from peers);
+    /// None is unlimited.
+    pub download_limit: Option<u64>,
     /// Announce to the torrent's trackers.
     pub use_trackers: bool,
     /// Stops the session when notified (from any thread), like SIGINT does.
@@ -126,6 +129,7 @@ impl Default for SessionConfig {
             write_mode: WriteMode::Direct,
             upload_slots: 4,
             upload_limit: None,
+            download_limit: None,
             resume_interval: Duration::from_secs(30),
             use_trackers: true,
             shutdown: None,
@@ -291,6 +295,7 @@ async fn run_torrent(
         control_pool: hub.control_pool.clone(),
         upload_pools: hub.upload_pools.clone(),
         upload_limit: Rc::clone(&hub.upload_limit),
+        download_limit: Rc::clone(&hub.download_limit),
         info_hash: meta.info_hash,
         peer_id: hub.peer_id,
         listen_port: hub.listen_addr.port(),
