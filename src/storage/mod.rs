@@ -16,7 +16,7 @@ use crate::buffer::{copy_from_chunks, cut_chunks, Chunk};
 use crate::layout::Layout;
 use crate::metainfo::Info;
 use direct::{aligned_middle, AlignedBuf, BouncePool};
-use open_files::OpenFiles;
+use open_files::HandleTable;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -99,9 +99,9 @@ pub struct Storage {
     layout: Layout,
     paths: Vec<PathBuf>,
     config: StorageConfig,
-    open: RefCell<OpenFiles>,
+    open: HandleTable,
     /// O_DIRECT handles of the files, for the aligned parts of writes.
-    direct: RefCell<OpenFiles>,
+    direct: HandleTable,
     /// Cleared for good when the file system refuses direct I/O.
     direct_ok: Cell<bool>,
     /// Aligned bounce buffers for direct writes, reused (at most one per write slot).
@@ -132,8 +132,8 @@ impl Storage {
         Storage {
             layout,
             paths,
-            open: RefCell::new(OpenFiles::new(n, config.max_open_files)),
-            direct: RefCell::new(OpenFiles::new(n, config.max_open_files)),
+            open: HandleTable::new(n, config.max_open_files),
+            direct: HandleTable::new(n, config.max_open_files),
             direct_ok: Cell::new(config.write_paths != WritePaths::Buffered && config.writable),
             bounce: RefCell::new(BouncePool::new(config.write_paths.writes_in_flight())),
             direct_bytes: Cell::new(0),
@@ -268,20 +268,15 @@ impl Storage {
 
     /// The O_DIRECT handle of `file`, if the file system gives one.
     async fn direct_handle(&self, file: usize) -> Option<Rc<File>> {
-        if let Some(h) = self.direct.borrow_mut().get(file) {
-            return Some(h);
-        }
-        let opened = tokio_uring::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(&self.paths[file])
-            .await;
-        match opened {
-            Ok(h) => {
-                let h = Rc::new(h);
-                self.direct.borrow_mut().insert(file, Rc::clone(&h));
-                Some(h)
-            }
+        let open = || async move {
+            tokio_uring::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&self.paths[file])
+                .await
+        };
+        match self.direct.get_or_open(file, open).await {
+            Ok(h) => Some(h),
             Err(e) => {
                 tracing::debug!("no direct writes to {}: {e}", self.paths[file].display());
                 self.direct_ok.set(false);
@@ -345,7 +340,7 @@ impl Storage {
             if !self.dirty.borrow()[file] {
                 continue;
             }
-            let Some(handle) = self.open.borrow_mut().get(file) else {
+            let Some(handle) = self.open.get(file) else {
                 continue;
             };
             // A duplicate descriptor: the original may be closed while the call runs.
@@ -390,12 +385,7 @@ impl Storage {
     /// The open handle of `file`, opening it (and creating it and its parents when
     /// writable) if needed.
     async fn handle(&self, file: usize) -> io::Result<Rc<File>> {
-        if let Some(h) = self.open.borrow_mut().get(file) {
-            return Ok(h);
-        }
-        let handle = Rc::new(self.open_file(file).await?);
-        self.open.borrow_mut().insert(file, Rc::clone(&handle));
-        Ok(handle)
+        self.open.get_or_open(file, || self.open_file(file)).await
     }
 
     async fn open_file(&self, file: usize) -> io::Result<File> {
