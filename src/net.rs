@@ -4,7 +4,7 @@
 
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 pub use tokio_uring::net::{TcpListener, TcpStream};
@@ -64,9 +64,25 @@ pub struct BoundSocket(Socket);
 
 impl BoundSocket {
     /// Binds with SO_REUSEADDR (a restarted client can take its port back while old
-    /// connections sit in TIME_WAIT).
+    /// connections sit in TIME_WAIT). On `[::]` the one socket takes IPv6 and IPv4 peers
+    /// both (IPv4 ones arrive as IPv4-mapped addresses, see `canonical`), as libtorrent and
+    /// Transmission listen by default; a host without IPv6 gets `0.0.0.0` instead.
     pub fn bind(addr: SocketAddr) -> io::Result<BoundSocket> {
+        let every_address = addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        match BoundSocket::bind_exactly(addr, every_address) {
+            Err(e) if every_address && no_ipv6(&e) => {
+                let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port()));
+                BoundSocket::bind_exactly(v4, false)
+            }
+            bound => bound,
+        }
+    }
+
+    fn bind_exactly(addr: SocketAddr, dual_stack: bool) -> io::Result<BoundSocket> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        if dual_stack {
+            socket.set_only_v6(false)?;
+        }
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into())?;
         Ok(BoundSocket(socket))
@@ -84,6 +100,22 @@ impl BoundSocket {
         self.0.listen(1024)?;
         Ok(TcpListener::from_std(self.0.into()))
     }
+}
+
+/// True if `e` says the host has no IPv6 (the kernel built or booted without it, or no
+/// IPv6 address to bind).
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
+}
+
+/// A peer's address as the peer itself would give it: an IPv4 peer accepted on a dual-stack
+/// socket (`::ffff:a.b.c.d`) is `a.b.c.d`, so the same peer is one address whichever
+/// socket it came through (bans, duplicates, peer exchange).
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// Binds a listening socket like `BoundSocket`, non-blocking, as a std listener: for servers that
@@ -137,5 +169,31 @@ mod tests {
             assert_eq!(unsent_low_water(&outgoing), UNSENT_LOW_WATER_BYTES);
             assert_eq!(unsent_low_water(&incoming), UNSENT_LOW_WATER_BYTES);
         });
+    }
+
+    #[test]
+    fn listening_on_every_address_takes_ipv4_and_ipv6_peers() {
+        tokio_uring::start(async {
+            let bound = BoundSocket::bind("[::]:0".parse().unwrap()).unwrap();
+            let port = bound.local_addr().unwrap().port();
+            let listener = bound.listen().unwrap();
+            for ip in ["127.0.0.1", "::1"] {
+                let ip: IpAddr = ip.parse().unwrap();
+                let outgoing = connect((ip, port).into(), Duration::from_secs(5)).await;
+                let outgoing = outgoing.unwrap();
+                let (_incoming, from) = listener.accept().await.unwrap();
+                let ours = borrow_socket(&outgoing).local_addr().unwrap();
+                assert_eq!(canonical(from), ours.as_socket().unwrap());
+                assert_eq!(canonical(from).ip(), ip);
+            }
+        });
+    }
+
+    #[test]
+    fn a_canonical_address_unmaps_ipv4_only() {
+        let mapped: SocketAddr = "[::ffff:10.1.2.3]:6881".parse().unwrap();
+        assert_eq!(canonical(mapped), "10.1.2.3:6881".parse().unwrap());
+        let v6: SocketAddr = "[2001:db8::1]:6881".parse().unwrap();
+        assert_eq!(canonical(v6), v6);
     }
 }

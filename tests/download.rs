@@ -6,8 +6,11 @@ mod common;
 
 use common::fake_peer::{Behaviour, FakePeer};
 use common::fixture::Fixture;
-use common::swarm::{report_of, start_leecher, start_seeder};
+use common::swarm::{
+    free_port, report_of, spawn_listening, start_leecher, start_seeder, wait_listening,
+};
 use common::*;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,33 @@ fn spate_to_spate_single_file() {
         fx.assert_same_files(&out);
         assert_eq!(report["complete"], true, "{mode}");
         assert_eq!(report["hash_failures"], 0, "{mode}");
+    }
+}
+
+/// Without `--listen-ip` spate listens on every address: one seeder serves a leecher that
+/// dials it over IPv4 and one that dials it over IPv6.
+#[test]
+fn a_seeder_on_its_default_address_serves_ipv4_and_ipv6_peers() {
+    let fx = Fixture::single(8 * PIECE + 5);
+    let port = free_port();
+    let seed_dir = fx.seed_dir();
+    let seed = [
+        "seed",
+        path_str(&fx.torrent),
+        path_str(&seed_dir),
+        "--no-trackers",
+    ];
+    let _seeder = spawn_listening(None, port, &seed);
+    wait_listening(SocketAddr::from(([127, 0, 0, 1], port)), LIMIT);
+    for (name, peer) in [
+        ("v4", format!("127.0.0.1:{port}")),
+        ("v6", format!("[::1]:{port}")),
+    ] {
+        let out = fx.out_dir(name);
+        let leecher = start_leecher(&fx.torrent, &out, &["--peer", &peer]);
+        let report = report_of(&leecher.wait(LIMIT));
+        assert_eq!(report["complete"], true, "{name}");
+        fx.assert_same_files(&out);
     }
 }
 

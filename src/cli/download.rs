@@ -23,8 +23,9 @@ pub struct SwarmArgs {
     /// Port to accept peers on (default 6881; 0 picks a free port).
     #[arg(long, default_value_t = 6881)]
     listen_port: u16,
-    /// Address to accept peers on.
-    #[arg(long, default_value = "0.0.0.0")]
+    /// Address to accept peers on (default: every IPv6 and IPv4 address, or every IPv4
+    /// address on a host without IPv6).
+    #[arg(long, default_value = "::")]
     listen_ip: IpAddr,
     /// A peer to connect to (repeatable), besides those the trackers return.
     #[arg(long = "peer")]
@@ -161,7 +162,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     }
     if config.listen.port() == 0 {
         // Trackers are told the port before the session binds it.
-        let probe = std::net::TcpListener::bind(config.listen)
+        let probe = crate::net::BoundSocket::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
         config.listen.set_port(probe.local_addr()?.port());
     }

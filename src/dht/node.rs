@@ -35,7 +35,8 @@ pub const PUBLIC_BOOTSTRAP: [&str; 3] = [
 /// Where the node listens and whom it asks first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DhtConfig {
-    /// An IPv4 address; port 0 picks one.
+    /// The address to bind, port 0 picking one. The node speaks IPv4 only: an IPv6 address
+    /// (a session listening on every address) puts it on 0.0.0.0, same port.
     pub bind: SocketAddr,
     /// host:port of the nodes to bootstrap from.
     pub bootstrap: Vec<String>,
@@ -75,7 +76,11 @@ impl Dht {
     /// Binds the socket and starts answering, bootstrapping and refreshing. Must run inside
     /// the tokio-uring runtime.
     pub fn start(config: &DhtConfig) -> std::io::Result<Dht> {
-        let socket = UdpSocket::from_std(crate::net::bind_udp_std(config.bind)?)?;
+        let bind = match config.bind {
+            SocketAddr::V6(v6) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, v6.port())),
+            v4 => v4,
+        };
+        let socket = UdpSocket::from_std(crate::net::bind_udp_std(bind)?)?;
         let now = Instant::now();
         let inner = Rc::new(Inner {
             socket,

@@ -195,6 +195,7 @@ async fn accept_loop(listener: TcpListener, registry: Rc<Registry>) {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let addr = crate::net::canonical(addr);
         if pending.get() >= MAX_PENDING_HANDSHAKES {
             continue; // dropping the stream closes it
         }
@@ -255,15 +256,11 @@ async fn answer(
     }
 }
 
-/// The session's DHT node on the UDP port of `listen` (IPv4: an IPv6 listening address gets
-/// the node on 0.0.0.0). A port already taken costs the DHT, not the session.
+/// The session's DHT node on the UDP port of `listen`. A port already taken costs the DHT,
+/// not the session.
 fn start_dht(config: &DhtConfig, listen: SocketAddr) -> Option<Rc<Dht>> {
-    let ip = match listen.ip() {
-        std::net::IpAddr::V4(ip) => ip,
-        std::net::IpAddr::V6(_) => std::net::Ipv4Addr::UNSPECIFIED,
-    };
     let config = DhtConfig {
-        bind: SocketAddr::from((ip, listen.port())),
+        bind: listen,
         ..config.clone()
     };
     match Dht::start(&config) {

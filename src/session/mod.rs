@@ -121,7 +121,7 @@ impl Default for SessionConfig {
         SessionConfig {
             out_dir: PathBuf::from("."),
             peers: Vec::new(),
-            listen: "0.0.0.0:6881".parse().expect("valid address"),
+            listen: "[::]:6881".parse().expect("valid address"),
             max_peers: 200,
             memory_limit: 32 << 20,
             seed: false,

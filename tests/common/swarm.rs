@@ -92,15 +92,19 @@ pub fn start_leecher(torrent: &Path, out: &Path, extra: &[&str]) -> Proc {
 
 /// Spawns spate with `args`, listening quietly on 127.0.0.1:`port`, output captured.
 pub fn spawn_on(port: u16, args: &[&str]) -> Proc {
-    let child = spate()
-        .args(args)
-        .args([
-            "--listen-ip",
-            "127.0.0.1",
-            "--listen-port",
-            &port.to_string(),
-            "--quiet",
-        ])
+    spawn_listening(Some("127.0.0.1"), port, args)
+}
+
+/// Spawns spate with `args`, listening quietly on `ip` (its default, every address, if
+/// None) and `port`, output captured.
+pub fn spawn_listening(ip: Option<&str>, port: u16, args: &[&str]) -> Proc {
+    let mut cmd = spate();
+    cmd.args(args);
+    if let Some(ip) = ip {
+        cmd.args(["--listen-ip", ip]);
+    }
+    let child = cmd
+        .args(["--listen-port", &port.to_string(), "--quiet"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
