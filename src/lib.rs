@@ -32,4 +32,5 @@ pub mod torrent;
 pub mod tracker;
 pub mod tracker_server;
 pub mod types;
+pub mod webseed;
 pub mod wire;

@@ -213,9 +213,10 @@ impl MetadataAssembler {
 }
 
 /// A .torrent file around an info dictionary fetched from peers, with the magnet link's
-/// trackers, one tier each (as libtorrent and Transmission take them). The info dictionary
-/// goes in byte for byte, so the file's info-hash is the one the link named.
-pub fn torrent_file(info: &[u8], trackers: &[String]) -> Vec<u8> {
+/// trackers, one tier each (as libtorrent and Transmission take them), and its web seeds
+/// (`ws`, as `url-list`). The info dictionary goes in byte for byte, so the file's
+/// info-hash is the one the link named.
+pub fn torrent_file(info: &[u8], trackers: &[String], web_seeds: &[String]) -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &[u8]) {
         out.extend_from_slice(format!("{}:", s.len()).as_bytes());
         out.extend_from_slice(s);
@@ -235,6 +236,14 @@ pub fn torrent_file(info: &[u8], trackers: &[String]) -> Vec<u8> {
     }
     string(&mut out, b"info");
     out.extend_from_slice(info);
+    if !web_seeds.is_empty() {
+        string(&mut out, b"url-list");
+        out.push(b'l');
+        for w in web_seeds {
+            string(&mut out, w.as_bytes());
+        }
+        out.push(b'e');
+    }
     out.push(b'e');
     out
 }
@@ -371,14 +380,16 @@ mod tests {
     fn wraps_an_info_dictionary_into_a_torrent_with_the_same_hash() {
         let info = b"d6:lengthi5e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
         let trackers = vec!["http://a/announce".to_string(), "udp://b:1".to_string()];
-        let file = torrent_file(info, &trackers);
+        let seeds = vec!["http://w/files/".to_string()];
+        let file = torrent_file(info, &trackers, &seeds);
         let meta = crate::metainfo::Metainfo::from_bytes(&file).unwrap();
         assert_eq!(meta.info_hash, hash_of(info));
         assert_eq!(
             meta.trackers,
             vec![vec![trackers[0].clone()], vec![trackers[1].clone()]]
         );
-        let bare = crate::metainfo::Metainfo::from_bytes(&torrent_file(info, &[])).unwrap();
-        assert!(bare.trackers.is_empty());
+        assert_eq!(meta.web_seeds, seeds);
+        let bare = crate::metainfo::Metainfo::from_bytes(&torrent_file(info, &[], &[])).unwrap();
+        assert!(bare.trackers.is_empty() && bare.web_seeds.is_empty());
     }
 }

@@ -54,6 +54,9 @@ pub struct SwarmArgs {
     /// Do not exchange peer addresses with peers (PEX, BEP 11; private torrents never do).
     #[arg(long)]
     no_pex: bool,
+    /// Do not fetch from the torrent's web seeds (BEP 19 url-list).
+    #[arg(long)]
+    no_web_seeds: bool,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -126,6 +129,7 @@ fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
         upload_limit: (swarm.upload_limit > 0).then_some(swarm.upload_limit),
         use_trackers: !swarm.no_trackers,
         pex: !swarm.no_pex,
+        web_seeds: !swarm.no_web_seeds,
         dht: (swarm.dht || !swarm.dht_bootstrap.is_empty()).then(|| DhtConfig {
             bind: SocketAddr::new(swarm.listen_ip, swarm.listen_port),
             bootstrap: if swarm.dht_bootstrap.is_empty() {

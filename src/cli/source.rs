@@ -98,7 +98,7 @@ pub async fn fetch_and_save(
     let Some(fetched) = fetch_metadata(&fetch, stop, on_status).await else {
         return Ok(None);
     };
-    let file = metadata::torrent_file(&fetched.info, &magnet.trackers);
+    let file = metadata::torrent_file(&fetched.info, &magnet.trackers, &magnet.web_seeds);
     let meta = Metainfo::from_bytes(&file)
         .map_err(|e| BadInput(format!("the metadata peers sent for {what}: {e}")))?;
     let path = saved_torrent_path(out_dir, magnet).expect("the link has an info-hash");

@@ -1,5 +1,5 @@
 //! A running session for one torrent or several (see `hub` for what they share): checks what is already on disk (or trusts fresh resume
-//! data), then connects to peers (given, announced or incoming), downloads and verifies,
+//! data), then connects to peers (given, announced, incoming, or the bridges of its web seeds), downloads and verifies,
 //! uploads, saves resume data, and ends on completion (or keeps seeding), on a fatal disk
 //! error, or on SIGINT/SIGTERM (resume data flushed first). It wires the torrent state to the
 //! sockets, the disk and the hashing threads; the decisions live in `torrent`.
@@ -20,7 +20,8 @@ use crate::peer::conn::{ConnContext, FatalSlot};
 use crate::selection::Selection;
 use crate::storage::{self, Storage, StorageConfig, WritePaths};
 use crate::torrent::{Torrent, TorrentConfig, Verifier};
-use crate::types::PieceIndex;
+use crate::types::{PeerId, PieceIndex};
+use crate::webseed::bridge::WebSeeds;
 use bitvec::prelude::{BitVec, Msb0};
 use peers::PeerSource;
 use std::cell::RefCell;
@@ -111,6 +112,8 @@ pub struct SessionConfig {
     pub dht: Option<DhtConfig>,
     /// Exchange peer addresses with peers (BEP 11), for public torrents.
     pub pex: bool,
+    /// Fetch from the torrent's web seeds (BEP 19 `url-list`) while downloading.
+    pub web_seeds: bool,
     /// The files to download, in a one-torrent session (`download --only`, a magnet link's
     /// `so=`); None fetches every file.
     pub selection: Option<Selection>,
@@ -137,6 +140,7 @@ impl Default for SessionConfig {
             hash_placement: HashPlacement::for_this_machine(),
             dht: None,
             pex: true,
+            web_seeds: true,
             selection: None,
         }
     }
@@ -305,6 +309,17 @@ async fn run_torrent(
     let listen_addr = hub.listen_addr;
     let source = PeerSource::new(Rc::clone(&ctx), config.max_peers);
     source.add(config.peers.iter().copied());
+    let web_seeds = start_web_seeds(&meta, config, &torrent.borrow(), hub.peer_id);
+    source.add(web_seeds.iter().flat_map(|w| w.addrs().iter().copied()));
+    // The bridges stop once every piece is verified (a seed needs nothing from them).
+    let verified = Rc::new(tokio::sync::Notify::new());
+    let web_seeds_task = web_seeds.map(|bridges| {
+        let verified = Rc::clone(&verified);
+        tokio_uring::spawn(async move {
+            verified.notified().await;
+            drop(bridges);
+        })
+    });
     let registration = hub.register(meta.info_hash, Rc::clone(&source));
     hub.checked();
     let tasks = vec![tokio_uring::spawn(peers::connect_loop(Rc::clone(&source)))];
@@ -330,6 +345,7 @@ async fn run_torrent(
     let complete = Rc::new(tokio::sync::Notify::new());
     let verdict_task = tokio_uring::spawn({
         let (torrent, complete) = (Rc::clone(&torrent), Rc::clone(&complete));
+        let verified = Rc::clone(&verified);
         async move {
             while let Some(v) = verdicts.recv().await {
                 let mut t = torrent.borrow_mut();
@@ -340,6 +356,7 @@ async fn run_torrent(
                 }
                 if t.is_complete() {
                     complete.notify_one();
+                    verified.notify_one();
                 }
             }
         }
@@ -366,6 +383,10 @@ async fn run_torrent(
     drop(registration);
     let ending = ending?;
     source.disconnect_all();
+    if let Some(task) = web_seeds_task {
+        verified.notify_one();
+        let _ = task.await;
+    }
     let progress = snapshot(&torrent.borrow());
     let t = torrent.borrow();
     Ok(Report {
@@ -384,6 +405,26 @@ async fn run_torrent(
         request_messages: t.stats.request_messages,
         peers_from_pex: t.stats.peers_from_pex,
     })
+}
+
+/// Bridges to the torrent's web seeds (BEP 19) while it has pieces to fetch, unless
+/// `config` turns them off.
+fn start_web_seeds(
+    meta: &Metainfo,
+    config: &SessionConfig,
+    torrent: &Torrent,
+    session_id: PeerId,
+) -> Option<WebSeeds> {
+    if !config.web_seeds || meta.web_seeds.is_empty() || torrent.is_complete() {
+        return None;
+    }
+    match WebSeeds::start(meta, session_id) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "web seeds off");
+            None
+        }
+    }
 }
 
 /// The main loop: ticks, progress, resume saves, until completion, failure or a signal.

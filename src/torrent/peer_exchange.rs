@@ -62,10 +62,21 @@ impl Torrent {
                 Some((addr, seed | reachable))
             })
             .collect();
+        let remote: Vec<(SocketAddr, u8)> = (current.iter())
+            .filter(|(addr, _)| !addr.ip().is_loopback())
+            .copied()
+            .collect();
         for p in self.peers.values_mut() {
             let Some(id) = p.pex_id else { continue };
             let recipient = p.listening_addr();
-            if let Some(msg) = p.pex.next_message(now, &current, recipient) {
+            // A loopback address (a web seed's bridge, a client on this host) means
+            // something only to a peer on this host too.
+            let news = if p.addr.ip().is_loopback() {
+                &current
+            } else {
+                &remote
+            };
+            if let Some(msg) = p.pex.next_message(now, news, recipient) {
                 let payload = msg.encode();
                 p.outbox.send(&Message::Extended {
                     id,

@@ -588,6 +588,28 @@ fn pex_tells_each_peer_of_the_others_it_can_dial_and_keeps_what_peers_tell() {
 }
 
 #[test]
+fn loopback_addresses_go_only_to_peers_on_this_host() {
+    use crate::pex::FLAG_REACHABLE;
+    let mut t = torrent_with_pex(true);
+    let (_bridge, _) = peer_at(&mut t, "127.0.0.1:7001", Dialler::Us);
+    let (_remote, _) = peer_at(&mut t, "10.0.0.2:7002", Dialler::Us);
+    let (local, local_out) = peer_at(&mut t, "127.0.0.1:40000", Dialler::Them);
+    extension_handshake(&mut t, local, b"d1:md6:ut_pexi5eee");
+    let (far, far_out) = peer_at(&mut t, "10.0.0.3:40001", Dialler::Them);
+    extension_handshake(&mut t, far, b"d1:md6:ut_pexi5eee");
+    t.tick(Duration::from_secs(1), Instant::now());
+    let mut to_local = pex_sent(&local_out, 5)[0].added.clone();
+    to_local.sort();
+    let both = [
+        ("10.0.0.2:7002".parse().unwrap(), FLAG_REACHABLE),
+        ("127.0.0.1:7001".parse().unwrap(), FLAG_REACHABLE),
+    ];
+    assert_eq!(to_local, both);
+    let to_far = pex_sent(&far_out, 5)[0].added.clone();
+    assert_eq!(to_far, [("10.0.0.2:7002".parse().unwrap(), FLAG_REACHABLE)]);
+}
+
+#[test]
 fn without_pex_nothing_is_offered_sent_or_taken() {
     let mut t = torrent_with_pex(false);
     assert!(!t.extension_offer(6881).pex);
