@@ -13,7 +13,10 @@ use crate::announce::http::{http_client, HttpConfig};
 use crate::layout::Layout;
 use crate::metainfo::Metainfo;
 use crate::types::{BlockRef, InfoHash, PeerId};
-use crate::wire::{piece_header, FrameDecoder, Handshake, Message, HANDSHAKE_LEN};
+use crate::wire::{
+    piece_header, FrameDecoder, Handshake, Message, HANDSHAKE_LEN, PIECE_HEADER_LEN,
+};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use reqwest::StatusCode;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -38,6 +41,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// Requests queued at once; the session never asks for more than its window (500).
 const MAX_QUEUED: usize = 4096;
+/// Fetches in flight to one server at once, each on a connection of its own (Transmission
+/// opens up to four per web seed): with small pieces a fetch is often a single piece, and
+/// one at a time left the download waiting on the server's latency.
+const MAX_FETCHES: usize = 4;
 /// The largest block the session may ask for.
 const MAX_BLOCK: u32 = 128 << 10;
 /// Web seeds bridged per torrent; the rest of a long `url-list` is ignored.
@@ -171,7 +178,7 @@ async fn accept_loop(listener: TcpListener, seed: WebSeed) {
 #[derive(Default)]
 struct Queue {
     waiting: RefCell<VecDeque<BlockRef>>,
-    /// The run being fetched, each with whether the session cancelled it meanwhile.
+    /// The requests being fetched, each with whether the session cancelled it meanwhile.
     fetching: RefCell<Vec<(BlockRef, bool)>>,
     wake: Notify,
 }
@@ -291,61 +298,97 @@ fn cancel(queue: &Queue, block: BlockRef) {
     }
 }
 
-/// Fetches the queued requests run by run and sends the blocks; chokes the session for a
-/// while after a failed fetch.
+/// Fetches the queued requests run by run, `MAX_FETCHES` at once, and sends each run's
+/// blocks as it arrives; chokes the session for a while after a failed fetch.
 async fn serve_requests(wr: &mut OwnedWriteHalf, seed: &WebSeed, queue: &Queue) -> io::Result<()> {
     let mut backoff = FIRST_BACKOFF;
+    let mut in_flight = FuturesUnordered::new();
     loop {
-        if queue.waiting.borrow().is_empty() {
-            if tokio::time::timeout(KEEPALIVE, queue.wake.notified())
-                .await
-                .is_err()
-            {
+        while in_flight.len() < MAX_FETCHES {
+            let Some(run) = queue.next_run(seed) else {
+                break;
+            };
+            in_flight.push(async move {
+                let start = seed.offset_of(&run[0]);
+                let len: u64 = run.iter().map(|b| u64::from(b.len)).sum();
+                let fetched = seed.fetch(start, len).await;
+                (run, start, fetched)
+            });
+        }
+        if in_flight.is_empty() {
+            let woken = tokio::time::timeout(KEEPALIVE, queue.wake.notified()).await;
+            if woken.is_err() {
                 wr.write_all(&[0; 4]).await?;
             }
             continue;
         }
-        let run: Vec<BlockRef> = {
-            let mut waiting = queue.waiting.borrow_mut();
-            let n = fetch_run(waiting.make_contiguous(), |b| seed.offset_of(b));
-            waiting.drain(..n).collect()
+        let (run, start, fetched) = tokio::select! {
+            Some(done) = in_flight.next() => done,
+            _ = queue.wake.notified() => continue,
         };
-        *queue.fetching.borrow_mut() = run.iter().map(|&b| (b, false)).collect();
-        let start = seed.offset_of(&run[0]);
-        let len: u64 = run.iter().map(|b| u64::from(b.len)).sum();
-        match seed.fetch(start, len).await {
-            Ok(data) => {
-                backoff = FIRST_BACKOFF;
-                let fetched = std::mem::take(&mut *queue.fetching.borrow_mut());
-                let mut out = Vec::with_capacity(data.len() + fetched.len() * 13);
-                for (block, cancelled) in fetched {
-                    let at = (seed.offset_of(&block) - start) as usize;
-                    if !cancelled {
-                        out.extend_from_slice(&piece_header(block.piece, block.offset, block.len));
-                        out.extend_from_slice(&data[at..at + block.len as usize]);
-                    }
-                }
-                wr.write_all(&out).await?;
-            }
+        let data = match fetched {
+            Ok(data) => data,
             Err(e) => {
+                drop(std::mem::take(&mut in_flight));
+                queue.fetching.borrow_mut().clear();
                 if backoff == FIRST_BACKOFF {
                     tracing::warn!(url = %seed.url, error = %e, pause = ?backoff, "web seed failed");
                 } else {
                     tracing::debug!(url = %seed.url, error = %e, pause = ?backoff, "web seed failed");
                 }
-                queue.fetching.borrow_mut().clear();
-                let mut choke = Vec::new();
-                Message::Choke.encode_into(&mut choke);
-                wr.write_all(&choke).await?;
                 // A choked peer's requests are void (BEP 3): the session asks others.
+                send(wr, Message::Choke).await?;
                 queue.waiting.borrow_mut().clear();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 queue.waiting.borrow_mut().clear();
-                let mut unchoke = Vec::new();
-                Message::Unchoke.encode_into(&mut unchoke);
-                wr.write_all(&unchoke).await?;
+                send(wr, Message::Unchoke).await?;
+                continue;
             }
+        };
+        backoff = FIRST_BACKOFF;
+        let mut out = Vec::with_capacity(data.len() + run.len() * PIECE_HEADER_LEN);
+        for block in run {
+            if queue.take_fetched(block) {
+                let at = (seed.offset_of(&block) - start) as usize;
+                out.extend_from_slice(&piece_header(block.piece, block.offset, block.len));
+                out.extend_from_slice(&data[at..at + block.len as usize]);
+            }
+        }
+        wr.write_all(&out).await?;
+    }
+}
+
+async fn send(wr: &mut OwnedWriteHalf, message: Message<'_>) -> io::Result<()> {
+    let mut frame = Vec::new();
+    message.encode_into(&mut frame);
+    wr.write_all(&frame).await
+}
+
+impl Queue {
+    /// Takes the next run of waiting requests to fetch, marking them in flight.
+    fn next_run(&self, seed: &WebSeed) -> Option<Vec<BlockRef>> {
+        let mut waiting = self.waiting.borrow_mut();
+        let picked = fetch_run(waiting.make_contiguous(), |b| seed.offset_of(b));
+        if picked.is_empty() {
+            return None;
+        }
+        let run: Vec<BlockRef> = picked.iter().map(|&i| waiting[i]).collect();
+        let mut at = 0;
+        waiting.retain(|_| {
+            at += 1;
+            !picked.contains(&(at - 1))
+        });
+        (self.fetching.borrow_mut()).extend(run.iter().map(|&b| (b, false)));
+        Some(run)
+    }
+
+    /// Ends `block`'s fetch; false if the session cancelled it meanwhile.
+    fn take_fetched(&self, block: BlockRef) -> bool {
+        let mut fetching = self.fetching.borrow_mut();
+        match fetching.iter().position(|(b, _)| *b == block) {
+            Some(i) => !fetching.swap_remove(i).1,
+            None => false,
         }
     }
 }

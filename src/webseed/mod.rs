@@ -8,6 +8,7 @@ pub mod bridge;
 
 use crate::metainfo::Info;
 use crate::types::BlockRef;
+use std::collections::HashMap;
 
 /// The most one fetch asks the server for: consecutive requested blocks up to this much go
 /// as one range request per file they touch.
@@ -54,25 +55,29 @@ fn percent_encode(text: &str) -> String {
     out
 }
 
-/// How many of `queued` (requests in arrival order; `offset_of` gives a block's place in
-/// the torrent) go in the first fetch: the first and those right after it that continue it
-/// without a gap, up to `MAX_FETCH` bytes.
-pub fn fetch_run(queued: &[BlockRef], offset_of: impl Fn(&BlockRef) -> u64) -> usize {
+/// The requests that go in the next fetch, as indices into `queued` (requests in arrival
+/// order; `offset_of` gives a block's place in the torrent) in torrent order: the first
+/// request and the queued ones that continue it without a gap, up to `MAX_FETCH` bytes. A
+/// piece's run may continue into a piece asked for later.
+pub fn fetch_run(queued: &[BlockRef], offset_of: impl Fn(&BlockRef) -> u64) -> Vec<usize> {
     let Some(first) = queued.first() else {
-        return 0;
+        return Vec::new();
     };
-    let mut end = offset_of(first) + u64::from(first.len);
+    let by_offset: HashMap<u64, usize> = (queued.iter().enumerate().skip(1))
+        .map(|(i, b)| (offset_of(b), i))
+        .collect();
     let start = offset_of(first);
-    let mut n = 1;
-    for b in &queued[1..] {
-        let len = u64::from(b.len);
-        if offset_of(b) != end || end + len - start > MAX_FETCH {
+    let mut end = start + u64::from(first.len);
+    let mut run = vec![0];
+    while let Some(&i) = by_offset.get(&end) {
+        let len = u64::from(queued[i].len);
+        if end + len - start > MAX_FETCH {
             break;
         }
+        run.push(i);
         end += len;
-        n += 1;
     }
-    n
+    run
 }
 
 #[cfg(test)]
@@ -125,10 +130,24 @@ mod tests {
         };
         let at = |b: &BlockRef| u64::from(b.piece.0) * 65536 + u64::from(b.offset);
         let queued = [block(0, 0), block(0, 16384), block(0, 49152), block(1, 0)];
-        assert_eq!(fetch_run(&queued, at), 2);
-        assert_eq!(fetch_run(&queued[2..], at), 2, "across a piece boundary");
-        assert_eq!(fetch_run(&[], at), 0);
+        assert_eq!(fetch_run(&queued, at), [0, 1]);
+        assert_eq!(
+            fetch_run(&queued[2..], at),
+            [0, 1],
+            "across a piece boundary"
+        );
+        assert_eq!(fetch_run(&[], at), Vec::<usize>::new());
+        // Piece 1 asked for before piece 0: piece 0's run goes on into it.
+        let later = [
+            block(3, 0),
+            block(0, 49152),
+            block(9, 0),
+            block(1, 0),
+            block(1, 16384),
+        ];
+        assert_eq!(fetch_run(&later[1..], at), [0, 2, 3]);
+        assert_eq!(fetch_run(&later, at), [0]);
         let long: Vec<BlockRef> = (0..100).map(|i| block(i / 4, (i % 4) * 16384)).collect();
-        assert_eq!(fetch_run(&long, at), 64, "1 MiB");
+        assert_eq!(fetch_run(&long, at), (0..64).collect::<Vec<_>>(), "1 MiB");
     }
 }
