@@ -234,14 +234,47 @@ impl Picker {
         max: usize,
         out: &mut Vec<BlockRef>,
     ) {
+        self.pick(peer, peer_has, peer_is_seed, max, None, out);
+    }
+
+    /// `pick_blocks` for a peer that serves runs of consecutive blocks best (a web seed's
+    /// bridge fetches each run with one HTTP request): each new piece is the untouched one
+    /// right after `after` (then after the piece just started) when the peer has it, and
+    /// only otherwise the usual choice.
+    pub fn pick_runs(
+        &mut self,
+        peer: PeerKey,
+        peer_is_seed: bool,
+        peer_has: impl Fn(PieceIndex) -> bool,
+        max: usize,
+        after: Option<PieceIndex>,
+        out: &mut Vec<BlockRef>,
+    ) {
+        self.pick(peer, peer_has, peer_is_seed, max, Some(after), out);
+    }
+
+    /// Picks; `runs` is Some for a peer whose new pieces follow the last one (`pick_runs`).
+    fn pick(
+        &mut self,
+        peer: PeerKey,
+        peer_has: impl Fn(PieceIndex) -> bool,
+        peer_is_seed: bool,
+        max: usize,
+        mut runs: Option<Option<PieceIndex>>,
+        out: &mut Vec<BlockRef>,
+    ) {
         let has = |piece: PieceIndex| peer_is_seed || peer_has(piece);
         let limit = out.len() + max;
         self.continue_open_pieces(peer, &has, true, limit, out);
         self.continue_open_pieces(peer, &has, false, limit, out);
         while out.len() < limit {
-            let Some(piece) = self.choose_new_piece(&has, peer_is_seed) else {
+            let next = runs.flatten().and_then(|p| self.untouched_after(p, &has));
+            let Some(piece) = next.or_else(|| self.choose_new_piece(&has, peer_is_seed)) else {
                 break;
             };
+            if let Some(after) = &mut runs {
+                *after = Some(piece);
+            }
             let index = self.start_piece(piece, peer);
             self.reserve_free_blocks(index, peer, limit, out);
         }
@@ -307,6 +340,17 @@ impl Picker {
             }
         }
         None
+    }
+
+    /// The piece after `piece`, if it is untouched and `has` it.
+    fn untouched_after(
+        &self,
+        piece: PieceIndex,
+        has: &impl Fn(PieceIndex) -> bool,
+    ) -> Option<PieceIndex> {
+        let next = PieceIndex(piece.0.checked_add(1)?);
+        let record = self.records.get(next.as_usize())?;
+        (record.state == PieceState::Untouched && has(next)).then_some(next)
     }
 
     /// A piece `peer` has among the order's `positions`, scanning from a random one.

@@ -310,7 +310,10 @@ async fn run_torrent(
     let source = PeerSource::new(Rc::clone(&ctx), config.max_peers);
     source.add(config.peers.iter().copied());
     let web_seeds = start_web_seeds(&meta, config, &torrent.borrow(), hub.peer_id);
-    source.add(web_seeds.iter().flat_map(|w| w.addrs().iter().copied()));
+    if let Some(bridges) = &web_seeds {
+        torrent.borrow_mut().add_web_seed_bridges(bridges.addrs());
+        source.add(bridges.addrs().iter().copied());
+    }
     // The bridges stop once every piece is verified (a seed needs nothing from them).
     let verified = Rc::new(tokio::sync::Notify::new());
     let web_seeds_task = web_seeds.map(|bridges| {

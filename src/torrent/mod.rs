@@ -198,6 +198,9 @@ pub struct Torrent {
     /// Pieces outside the file selection: never requested, and the picker counts them as
     /// done, so "complete" means every wanted piece is verified.
     unwanted: BitVec<u8, Msb0>,
+    /// The addresses of our web seeds' bridges (`crate::webseed`): peers there are asked
+    /// for runs of consecutive pieces.
+    web_seed_bridges: HashSet<SocketAddr>,
 }
 
 /// Bytes queued for a peer past which its metadata requests are rejected instead of
@@ -250,7 +253,13 @@ impl Torrent {
             pex: config.pex,
             pex_found: Vec::new(),
             unwanted,
+            web_seed_bridges: HashSet::new(),
         }
+    }
+
+    /// Names the addresses of the web seeds' bridges.
+    pub fn add_web_seed_bridges(&mut self, addrs: &[SocketAddr]) {
+        self.web_seed_bridges.extend(addrs);
     }
 
     pub fn layout(&self) -> &Layout {
@@ -356,6 +365,7 @@ impl Torrent {
         }
         let mut state = PeerState::new(addr, outbox, self.layout.piece_count(), now);
         state.dialled_by_us = dialler == Dialler::Us;
+        state.prefers_runs = self.web_seed_bridges.contains(&addr);
         self.peers.insert(key, state);
         key
     }
@@ -1011,8 +1021,16 @@ impl Torrent {
         let mut picked = Vec::with_capacity(room);
         let has = &p.has;
         let seed = p.is_seed();
-        self.picker
-            .pick_blocks(key, |piece| has[piece.as_usize()], seed, room, &mut picked);
+        let peer_has = |piece: PieceIndex| has[piece.as_usize()];
+        if p.prefers_runs {
+            let after = p.last_picked;
+            (self.picker).pick_runs(key, seed, peer_has, room, after, &mut picked);
+        } else {
+            (self.picker).pick_blocks(key, peer_has, seed, room, &mut picked);
+        }
+        if let Some(last) = picked.last() {
+            p.last_picked = Some(last.piece);
+        }
         for &block in &picked {
             p.requests.push_back((block, now));
         }

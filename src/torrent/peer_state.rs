@@ -112,6 +112,11 @@ pub struct PeerState {
     pub listen_port: Option<u16>,
     /// We dialled it (so its address is one it accepts connections on).
     pub dialled_by_us: bool,
+    /// It serves runs of consecutive pieces best (a web seed's bridge): its new pieces
+    /// follow `last_picked` where they can.
+    pub prefers_runs: bool,
+    /// The piece of the last block we asked it for.
+    pub last_picked: Option<PieceIndex>,
     /// What it has been told of our peers, and when it last told us of its own.
     pub pex: PexLog,
     /// Its requests waiting to be served.
@@ -150,6 +155,8 @@ impl PeerState {
             pex_id: None,
             listen_port: None,
             dialled_by_us: false,
+            prefers_runs: false,
+            last_picked: None,
             pex: PexLog::default(),
             their_requests: VecDeque::new(),
             download: RateMeter::default(),
