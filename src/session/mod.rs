@@ -317,9 +317,10 @@ async fn run_torrent(
     // The bridges stop once every piece is verified (a seed needs nothing from them).
     let verified = Rc::new(tokio::sync::Notify::new());
     let web_seeds_task = web_seeds.map(|bridges| {
-        let verified = Rc::clone(&verified);
+        let (verified, source) = (Rc::clone(&verified), Rc::clone(&source));
         tokio_uring::spawn(async move {
             verified.notified().await;
+            source.retire(bridges.addrs());
             drop(bridges);
         })
     });

@@ -148,6 +148,16 @@ impl PeerSource {
         }
     }
 
+    /// Never dials `addrs` again (the bridges of web seeds, once they stop).
+    pub fn retire(&self, addrs: &[SocketAddr]) {
+        let mut known = self.known.borrow_mut();
+        for addr in addrs {
+            if let Some(k) = known.get_mut(addr) {
+                k.refused = true;
+            }
+        }
+    }
+
     /// Forgets `addr` (`known` is the caller's borrow of `self.known`).
     fn forget(&self, known: &mut HashMap<SocketAddr, Known>, addr: SocketAddr) {
         if known.remove(&addr).is_some_and(|k| k.hearsay) {
