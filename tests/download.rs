@@ -36,6 +36,31 @@ fn spate_to_spate_single_file() {
     }
 }
 
+/// `--sequential` fetches pieces first to last: stopped part way (a download limit keeps it
+/// slow), what is on disk is the torrent's first pieces and nothing after them.
+#[test]
+fn a_sequential_download_fetches_pieces_first_to_last() {
+    let fx = Fixture::single(12 * PIECE);
+    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+    let out = fx.out_dir("leech");
+    let peer = seeder.addr().to_string();
+    let slow = ["--peer", &peer, "--sequential", "--download-limit", "512K"];
+    let leecher = start_leecher(&fx.torrent, &out, &slow);
+    let deadline = Instant::now() + LIMIT;
+    let mut good = good_pieces(&fx.meta, &out);
+    while good.iter().filter(|&&g| g).count() < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        good = good_pieces(&fx.meta, &out);
+    }
+    drop(leecher);
+    let count = good.iter().filter(|&&g| g).count();
+    assert!((4..12).contains(&count), "{good:?}");
+    assert!(
+        good[..count].iter().all(|&g| g),
+        "not the first pieces: {good:?}"
+    );
+}
+
 /// Without `--listen-ip` spate listens on every address: one seeder serves a leecher that
 /// dials it over IPv4 and one that dials it over IPv6.
 #[test]

@@ -90,6 +90,10 @@ pub struct DownloadArgs {
     /// file's full size when it is first written (the default, and faster).
     #[arg(long)]
     sparse: bool,
+    /// Fetch pieces first to last (to play a file while it downloads) instead of rarest
+    /// first.
+    #[arg(long)]
+    sequential: bool,
     /// How data reaches the disk: `direct` writes its page-aligned part with O_DIRECT (no
     /// page cache), `buffered` through the page cache, `adaptive` each write on whichever of
     /// the two served bytes faster lately (for a disk slower than the page cache).
@@ -149,6 +153,7 @@ pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     config.memory_limit = args.memory_limit as usize;
     config.download_limit = (args.download_limit > 0).then_some(args.download_limit);
     config.preallocate = !args.sparse;
+    config.sequential = args.sequential;
     config.write_mode = args.write_mode;
     config.resume_interval = Duration::from_secs(args.resume_interval);
     let magnet = match source {

@@ -31,6 +31,10 @@ use rand::{Rng, SeedableRng};
 /// and rare pieces are slow to get (libtorrent's and BitTorrent 4's heuristic).
 const RANDOM_FIRST_PIECES: u32 = 4;
 
+/// Sequential mode: how many untouched pieces past the first one a peer lacking them may
+/// be asked for instead, before its new piece is the usual rarest-first choice.
+const SEQUENTIAL_REACH: usize = 4096;
+
 /// A connected peer, as the engine numbers them.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct PeerKey(pub u32);
@@ -80,6 +84,10 @@ pub struct Picker {
     seeds: u32,
     have_count: u32,
     rng: SmallRng,
+    /// New pieces in index order (`set_sequential`), not rarest first.
+    sequential: bool,
+    /// Sequential mode: no untouched piece lies before this one.
+    first_untouched: u32,
 }
 
 impl Picker {
@@ -107,7 +115,16 @@ impl Picker {
             seeds: 0,
             have_count: 0,
             rng: SmallRng::seed_from_u64(seed),
+            sequential: false,
+            first_untouched: 0,
         }
+    }
+
+    /// Starts new pieces in index order, first to last (for playing a file while it
+    /// downloads), instead of rarest first. A peer that lacks the next pieces gets the first
+    /// it has within `SEQUENTIAL_REACH` of them, else the usual choice.
+    pub fn set_sequential(&mut self, sequential: bool) {
+        self.sequential = sequential;
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -328,6 +345,11 @@ impl Picker {
         has: &impl Fn(PieceIndex) -> bool,
         peer_is_seed: bool,
     ) -> Option<PieceIndex> {
+        if self.sequential {
+            if let Some(piece) = self.first_untouched_fit(has) {
+                return Some(piece);
+            }
+        }
         // A non-seed peer's pieces have availability >= 1: skip the pieces only seeds have.
         let first_bucket = usize::from(!peer_is_seed);
         if self.have_count < RANDOM_FIRST_PIECES {
@@ -340,6 +362,23 @@ impl Picker {
             }
         }
         None
+    }
+
+    /// Sequential mode: the first untouched piece `has` holds, looking at most
+    /// `SEQUENTIAL_REACH` untouched pieces ahead.
+    fn first_untouched_fit(&mut self, has: &impl Fn(PieceIndex) -> bool) -> Option<PieceIndex> {
+        let untouched = |r: &PieceRecord| r.state == PieceState::Untouched;
+        let start = self.first_untouched as usize;
+        let skipped = self.records[start..]
+            .iter()
+            .take_while(|r| !untouched(r))
+            .count();
+        self.first_untouched += skipped as u32;
+        (self.first_untouched as usize..self.records.len())
+            .filter(|&i| untouched(&self.records[i]))
+            .take(SEQUENTIAL_REACH)
+            .map(|i| PieceIndex(i as u32))
+            .find(|&piece| has(piece))
     }
 
     /// The piece after `piece`, if it is untouched and `has` it.
@@ -468,6 +507,7 @@ impl Picker {
         };
         self.records[piece.as_usize()].state = PieceState::Untouched;
         self.order.insert(&mut self.records, piece);
+        self.first_untouched = self.first_untouched.min(piece.0);
         contributors
     }
 

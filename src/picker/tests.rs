@@ -461,3 +461,19 @@ fn a_peer_that_serves_runs_gets_consecutive_pieces_where_it_can() {
     }
     p.check_invariants();
 }
+
+#[test]
+fn sequential_mode_starts_pieces_first_to_last_and_a_failed_one_comes_first_again() {
+    let mut p = setup("31113111");
+    p.set_sequential(true);
+    let pieces = |out: Vec<BlockRef>| out.iter().map(|b| b.piece.0).collect::<Vec<_>>();
+    assert_eq!(pieces(pick_as_seed(&mut p, A, 3)), [0, 1, 2]);
+    p.on_block_received(block(1, 0), A);
+    p.on_piece_failed(PieceIndex(1));
+    assert_eq!(pieces(pick_as_seed(&mut p, B, 2)), [1, 3]);
+    // A peer that lacks the next pieces gets the first one it has.
+    let mut out = Vec::new();
+    p.pick_blocks(C, |piece| piece.0 >= 6, false, 1, &mut out);
+    assert_eq!(pieces(out), [6]);
+    p.check_invariants();
+}

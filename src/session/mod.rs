@@ -114,6 +114,8 @@ pub struct SessionConfig {
     pub pex: bool,
     /// Fetch from the torrent's web seeds (BEP 19 `url-list`) while downloading.
     pub web_seeds: bool,
+    /// Fetch pieces first to last instead of rarest first (`Picker::set_sequential`).
+    pub sequential: bool,
     /// The files to download, in a one-torrent session (`download --only`, a magnet link's
     /// `so=`); None fetches every file.
     pub selection: Option<Selection>,
@@ -141,6 +143,7 @@ impl Default for SessionConfig {
             dht: None,
             pex: true,
             web_seeds: true,
+            sequential: false,
             selection: None,
         }
     }
@@ -285,6 +288,7 @@ async fn run_torrent(
         // Private torrents (BEP 27) find peers through their trackers only.
         pex: config.pex && !meta.info.private,
         wanted: config.selection.as_ref().map(|s| s.wanted_pieces(&layout)),
+        sequential: config.sequential,
     };
     let torrent = Rc::new(RefCell::new(Torrent::new(
         storage.layout().clone(),

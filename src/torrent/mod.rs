@@ -129,6 +129,8 @@ pub struct TorrentConfig {
     pub pex: bool,
     /// The pieces to download (see `crate::selection`); None wants them all.
     pub wanted: Option<BitVec<u8, Msb0>>,
+    /// Start pieces in index order instead of rarest first (`Picker::set_sequential`).
+    pub sequential: bool,
 }
 
 impl Default for TorrentConfig {
@@ -140,6 +142,7 @@ impl Default for TorrentConfig {
             metadata: None,
             pex: false,
             wanted: None,
+            sequential: false,
         }
     }
 }
@@ -228,6 +231,7 @@ impl Torrent {
         for p in have.iter_ones().chain(unwanted.iter_ones()) {
             picker.mark_have(PieceIndex(p as u32));
         }
+        picker.set_sequential(config.sequential);
         Torrent {
             layout,
             picker,
