@@ -178,6 +178,7 @@ fn a_torrent_downloads_from_its_web_seed_alone() {
     let report = report_of(&start_leecher(&fx.torrent, &out, &[]).wait(LIMIT));
     assert_eq!(report["complete"], true);
     assert_eq!(report["hash_failures"], 0);
+    assert_eq!(report["web_seed_bytes"], fx.meta.info.total_length);
     fx.assert_same_files(&out);
     // 1 MiB fetches at most, one request per file each touches: a handful, not one a block.
     let (requests, blocks) = (server.requests(), fx.meta.info.total_length / 16384);
@@ -230,6 +231,7 @@ fn a_web_seed_that_fails_is_set_aside_and_a_peer_finishes_the_download() {
     let report = report_of(&start_leecher(&fx.torrent, &out, &["--peer", &peer]).wait(LIMIT));
     assert_eq!(report["complete"], true);
     assert_eq!(report["hash_failures"], 0);
+    assert_eq!(report["web_seed_bytes"], 0);
     fx.assert_same_files(&out);
     assert!(server.requests() > 0, "the web seed was tried");
 }

@@ -344,6 +344,7 @@ fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, 
             "reread_bytes": report.reread_bytes,
             "request_messages": report.request_messages,
             "peers_from_pex": report.peers_from_pex,
+            "web_seed_bytes": report.web_seed_bytes,
             "peak_rss_mib": peak_rss_mib(),
             "latency": report.stats_json,
         });
@@ -357,6 +358,9 @@ fn print_report(report: &Report, meta: &crate::metainfo::Metainfo, stats: bool, 
             report.hash_failures,
             report.peers_dropped
         );
+        if report.web_seed_bytes > 0 {
+            println!("from web seeds: {}", human_bytes(report.web_seed_bytes));
+        }
         for line in &report.stats_lines {
             println!("{line}");
         }

@@ -224,6 +224,8 @@ pub struct Report {
     pub request_messages: u64,
     /// Peer addresses learned through peer exchange.
     pub peers_from_pex: u32,
+    /// Bytes of new blocks from web seeds.
+    pub web_seed_bytes: u64,
 }
 
 /// Runs a session for `meta` until it completes (and, with `seed`, until interrupted).
@@ -412,6 +414,7 @@ async fn run_torrent(
         reread_bytes: t.stats.reread_bytes,
         request_messages: t.stats.request_messages,
         peers_from_pex: t.stats.peers_from_pex,
+        web_seed_bytes: t.stats.web_seed_bytes,
     })
 }
 

@@ -818,6 +818,9 @@ impl Torrent {
                 cancel,
             } => {
                 self.stats.downloaded += u64::from(block.len);
+                if p.prefers_runs {
+                    self.stats.web_seed_bytes += u64::from(block.len);
+                }
                 for other in cancel {
                     self.cancel_request(other, block);
                 }

@@ -35,6 +35,8 @@ pub struct Stats {
     pub request_messages: u64,
     /// Peer addresses peers told us about (BEP 11) and we kept to dial.
     pub peers_from_pex: u32,
+    /// Bytes of new blocks that came from web seeds (BEP 19, through their bridges).
+    pub web_seed_bytes: u64,
 }
 
 impl Default for Stats {
@@ -54,6 +56,7 @@ impl Default for Stats {
             reread_bytes: 0,
             request_messages: 0,
             peers_from_pex: 0,
+            web_seed_bytes: 0,
         }
     }
 }
