@@ -7,11 +7,11 @@ mod common;
 use common::fake_peer::{Behaviour, FakePeer};
 use common::fixture::Fixture;
 use common::swarm::{
-    free_port, report_of, spawn_listening, start_leecher, start_seeder, wait_listening,
+    free_port, report_of, spawn_listening, start_leecher, start_seeder, wait_listening, Proc,
 };
 use common::*;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const PIECE: usize = 256 << 10;
@@ -21,14 +21,21 @@ const LIMIT: Duration = Duration::from_secs(60);
 /// runs once with O_DIRECT forced and once through the page cache.
 const WRITE_MODES: [&str; 2] = ["direct", "buffered"];
 
+/// A spate seeder of `fx` and a spate leecher into `leech/` dialling it with `extra` flags;
+/// the seeder lives as long as the returned guard.
+fn leech_from_seeder(fx: &Fixture, extra: &[&str]) -> (Proc, PathBuf, Proc) {
+    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
+    let out = fx.out_dir("leech");
+    let peer = seeder.addr().to_string();
+    let leecher = start_leecher(&fx.torrent, &out, &[&["--peer", &peer][..], extra].concat());
+    (seeder, out, leecher)
+}
+
 #[test]
 fn spate_to_spate_single_file() {
     for mode in WRITE_MODES {
         let fx = Fixture::single(20 * PIECE + 1);
-        let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
-        let out = fx.out_dir("leech");
-        let peer = seeder.addr().to_string();
-        let leecher = start_leecher(&fx.torrent, &out, &["--peer", &peer, "--write-mode", mode]);
+        let (_seeder, out, leecher) = leech_from_seeder(&fx, &["--write-mode", mode]);
         let report = report_of(&leecher.wait(LIMIT));
         fx.assert_same_files(&out);
         assert_eq!(report["complete"], true, "{mode}");
@@ -41,11 +48,8 @@ fn spate_to_spate_single_file() {
 #[test]
 fn a_sequential_download_fetches_pieces_first_to_last() {
     let fx = Fixture::single(12 * PIECE);
-    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
-    let out = fx.out_dir("leech");
-    let peer = seeder.addr().to_string();
-    let slow = ["--peer", &peer, "--sequential", "--download-limit", "512K"];
-    let leecher = start_leecher(&fx.torrent, &out, &slow);
+    let slow = ["--sequential", "--download-limit", "512K"];
+    let (_seeder, out, leecher) = leech_from_seeder(&fx, &slow);
     let deadline = Instant::now() + LIMIT;
     let mut good = good_pieces(&fx.meta, &out);
     while good.iter().filter(|&&g| g).count() < 4 && Instant::now() < deadline {
@@ -94,10 +98,7 @@ fn a_seeder_on_its_default_address_serves_ipv4_and_ipv6_peers() {
 fn spate_to_spate_multi_file() {
     for mode in WRITE_MODES {
         let fx = Fixture::multi();
-        let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
-        let out = fx.out_dir("leech");
-        let peer = seeder.addr().to_string();
-        let leecher = start_leecher(&fx.torrent, &out, &["--peer", &peer, "--write-mode", mode]);
+        let (_seeder, out, leecher) = leech_from_seeder(&fx, &["--write-mode", mode]);
         report_of(&leecher.wait(LIMIT));
         fx.assert_same_files(&out);
         assert_eq!(std::fs::metadata(out.join("tree/empty")).unwrap().len(), 0);
@@ -109,14 +110,7 @@ fn spate_to_spate_multi_file() {
 #[test]
 fn adaptive_writes_take_both_paths() {
     let fx = Fixture::single(640 * PIECE);
-    let seeder = start_seeder(&fx.torrent, &fx.seed_dir(), &[]);
-    let out = fx.out_dir("leech");
-    let peer = seeder.addr().to_string();
-    let leecher = start_leecher(
-        &fx.torrent,
-        &out,
-        &["--peer", &peer, "--write-mode", "adaptive"],
-    );
+    let (_seeder, out, leecher) = leech_from_seeder(&fx, &["--write-mode", "adaptive"]);
     let report = report_of(&leecher.wait(LIMIT));
     fx.assert_same_files(&out);
     let direct = report["direct_bytes"].as_u64().unwrap();
