@@ -241,12 +241,25 @@ fn parse_error(d: &Dict) -> Result<Body, KrpcError> {
         Some(Value::List(l)) => match l.as_slice() {
             [Value::Int(code), Value::Bytes(msg), ..] => Ok(Body::Error {
                 code: *code,
-                message: String::from_utf8_lossy(&msg[..msg.len().min(200)]).into_owned(),
+                message: error_message(msg),
             }),
             _ => Err(KrpcError::Field("e")),
         },
         _ => Err(KrpcError::Field("e")),
     }
+}
+
+/// An error's text as we keep it: at most 200 bytes of UTF-8, cut after the lossy
+/// conversion (cut before, a split character or invalid bytes grew into replacement
+/// characters past the cap, and the message no longer read back the same once re-encoded).
+fn error_message(raw: &[u8]) -> String {
+    let mut text = String::from_utf8_lossy(raw).into_owned();
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
 }
 
 fn bytes<'a>(d: &'a Dict, key: &str) -> Option<&'a [u8]> {
@@ -319,6 +332,21 @@ fn parse_compact_nodes(b: &[u8]) -> Vec<Contact> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_text_reads_back_the_same_once_re_encoded() {
+        // The fuzzer's case: invalid bytes that grow as replacement characters, past the cap.
+        let text = [b"ab".as_slice(), &[0xFF; 150], &[b'6'; 150]].concat();
+        let mut packet = format!("d1:eli100e{}:", text.len()).into_bytes();
+        packet.extend_from_slice(&text);
+        packet.extend_from_slice(b"e1:t2:aa1:y1:ee");
+        let message = Krpc::parse(&packet).unwrap();
+        let Body::Error { message: kept, .. } = &message.body else {
+            panic!("not an error: {message:?}");
+        };
+        assert!(kept.len() <= 200);
+        assert_eq!(Krpc::parse(&message.encode()).unwrap(), message);
+    }
 
     fn id(b: u8) -> NodeId {
         NodeId([b; 20])
