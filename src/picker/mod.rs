@@ -261,8 +261,8 @@ impl Picker {
     pub fn pick_runs(
         &mut self,
         peer: PeerKey,
-        peer_is_seed: bool,
         peer_has: impl Fn(PieceIndex) -> bool,
+        peer_is_seed: bool,
         max: usize,
         after: Option<PieceIndex>,
         out: &mut Vec<BlockRef>,

@@ -435,11 +435,11 @@ fn a_peer_that_serves_runs_gets_consecutive_pieces_where_it_can() {
     let mut p = setup("0000000000*000");
     let mut out = Vec::new();
     // From piece 3 on: 4, 5 ... 9; 10 we have, so the next one is the usual choice.
-    p.pick_runs(A, true, |_| false, 6, Some(PieceIndex(3)), &mut out);
+    p.pick_runs(A, |_| false, true, 6, Some(PieceIndex(3)), &mut out);
     let pieces: Vec<u32> = out.iter().map(|b| b.piece.0).collect();
     assert_eq!(pieces, [4, 5, 6, 7, 8, 9]);
     out.clear();
-    p.pick_runs(A, true, |_| false, 2, Some(PieceIndex(9)), &mut out);
+    p.pick_runs(A, |_| false, true, 2, Some(PieceIndex(9)), &mut out);
     assert!(out.iter().all(|b| b.piece.0 != 10), "{out:?}");
     assert_eq!(out.len(), 2);
     // Without a piece to follow, the first new piece is the usual choice and the next
@@ -448,7 +448,7 @@ fn a_peer_that_serves_runs_gets_consecutive_pieces_where_it_can() {
         let mut q = setup_blocks("00000000", 1, seed);
         let taken = pick_as_seed(&mut q, B, 1)[0].piece.0;
         out.clear();
-        q.pick_runs(A, true, |_| false, 3, None, &mut out);
+        q.pick_runs(A, |_| false, true, 3, None, &mut out);
         let got: Vec<u32> = out.iter().map(|b| b.piece.0).collect();
         assert!(!got.contains(&taken));
         for i in 1..got.len() {

@@ -1,7 +1,8 @@
-//! A running session for one torrent or several (see `hub` for what they share): checks what is already on disk (or trusts fresh resume
-//! data), then connects to peers (given, announced, incoming, or the bridges of its web seeds), downloads and verifies,
-//! uploads, saves resume data, and ends on completion (or keeps seeding), on a fatal disk
-//! error, or on SIGINT/SIGTERM (resume data flushed first). It wires the torrent state to the
+//! A running session for one torrent or several (see `hub` for what they share): checks
+//! what is already on disk (or trusts fresh resume data), then connects to peers (given,
+//! announced, incoming, or the bridges of its web seeds), downloads and verifies, uploads,
+//! saves resume data, and ends on completion (or keeps seeding), on a fatal disk error, or
+//! on SIGINT/SIGTERM (resume data flushed first). It wires the torrent state to the
 //! sockets, the disk and the hashing threads; the decisions live in `torrent`.
 
 mod dht_search;

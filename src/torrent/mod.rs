@@ -1031,12 +1031,10 @@ impl Torrent {
         let peer_has = |piece: PieceIndex| has[piece.as_usize()];
         if p.prefers_runs {
             let after = p.last_picked;
-            (self.picker).pick_runs(key, seed, peer_has, room, after, &mut picked);
+            (self.picker).pick_runs(key, peer_has, seed, room, after, &mut picked);
+            p.last_picked = picked.last().map(|b| b.piece).or(after);
         } else {
             (self.picker).pick_blocks(key, peer_has, seed, room, &mut picked);
-        }
-        if let Some(last) = picked.last() {
-            p.last_picked = Some(last.piece);
         }
         for &block in &picked {
             p.requests.push_back((block, now));

@@ -115,7 +115,7 @@ pub struct PeerState {
     /// It serves runs of consecutive pieces best (a web seed's bridge): its new pieces
     /// follow `last_picked` where they can.
     pub prefers_runs: bool,
-    /// The piece of the last block we asked it for.
+    /// The piece of the last block we asked it for (kept for `prefers_runs` only).
     pub last_picked: Option<PieceIndex>,
     /// What it has been told of our peers, and when it last told us of its own.
     pub pex: PexLog,

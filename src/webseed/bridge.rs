@@ -78,7 +78,6 @@ impl WebSeeds {
             let seed = WebSeed {
                 url: url.clone(),
                 file_urls: file_urls(url, &meta.info),
-                file_lens: meta.info.files.iter().map(|f| f.length).collect(),
                 layout: layout.clone(),
                 info_hash: meta.info_hash,
                 peer_id: bridge_peer_id(session_id),
@@ -151,7 +150,6 @@ fn run(bridges: Vec<(StdListener, WebSeed)>, stopped: tokio::sync::oneshot::Rece
 struct WebSeed {
     url: String,
     file_urls: Vec<String>,
-    file_lens: Vec<u64>,
     layout: Layout,
     info_hash: InfoHash,
     peer_id: PeerId,
@@ -430,7 +428,7 @@ impl WebSeed {
             .send()
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let whole_file = offset == 0 && len == self.file_lens[file];
+        let whole_file = offset == 0 && len == self.layout.files()[file].length;
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let range = response.headers().get(reqwest::header::CONTENT_RANGE);
