@@ -137,9 +137,19 @@ pub fn listen_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Binds a non-blocking UDP socket as a std socket, for `tokio::net::UdpSocket::from_std`. An
 /// IPv6 address also takes IPv4 datagrams.
 pub fn bind_udp_std(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_udp(addr, false)
+}
+
+/// As `bind_udp_std`, but an IPv6 socket takes IPv6 datagrams only, so an IPv4 socket can
+/// hold the same port next to it.
+pub fn bind_udp_one_family(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_udp(addr, true)
+}
+
+fn bind_udp(addr: SocketAddr, only_v6: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
+        socket.set_only_v6(only_v6)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

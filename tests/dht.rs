@@ -2,13 +2,15 @@
 //! bootstrap node (every process is given it with `--dht-bootstrap`, so nobody ever asks
 //! the public routers); a seeder announces itself through it, and leechers with neither
 //! trackers nor peer addresses find the seeder there, from a .torrent or from a bare magnet
-//! link; a later session joins through the nodes the last one saved. A private torrent
-//! (BEP 27) is never looked up or announced in the DHT.
+//! link, over IPv4 and over IPv6 (BEP 32); a later session joins through the nodes the last
+//! one saved. A private torrent (BEP 27) is never looked up or announced in the DHT.
 
 mod common;
 
 use common::fixture::Fixture;
-use common::swarm::{free_port, report_of, spawn_on, start_seeder_on, Proc};
+use common::swarm::{
+    free_port, report_of, spawn_listening, spawn_on, start_seeder_on, wait_listening, Proc,
+};
 use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -72,6 +74,37 @@ fn a_bare_magnet_link_is_fetched_through_the_dht() {
     let fx = Fixture::multi();
     let link = format!("magnet:?xt=urn:btih:{}", fx.meta.info_hash.to_hex());
     download_through_dht(&fx, &link, &[]);
+}
+
+/// BEP 32 end to end: the bootstrap node listens on every address (so it runs an IPv4 and
+/// an IPv6 DHT node on its port); a seeder and a leecher that listen on ::1 alone find each
+/// other through its IPv6 node, from a bare magnet link.
+#[test]
+fn a_bare_magnet_link_is_fetched_through_the_ipv6_dht() {
+    let other = Fixture::single(100_000);
+    let port = free_port();
+    let boot = format!("[::1]:{port}");
+    let serve = |ip: Option<&str>, port: u16, fx: &Fixture| {
+        let (torrent, dir) = (path_str(&fx.torrent), fx.seed_dir());
+        let args = ["seed", torrent, path_str(&dir), "--no-trackers"];
+        let p = spawn_listening(ip, port, &[&args[..], &["--dht-bootstrap", &boot]].concat());
+        wait_listening(format!("[::1]:{port}").parse().unwrap(), LIMIT);
+        p
+    };
+    let _node = serve(None, port, &other);
+    let fx = Fixture::multi();
+    let _seeder = serve(Some("::1"), free_port(), &fx);
+    let out = fx.out_dir("leech");
+    let link = format!("magnet:?xt=urn:btih:{}", fx.meta.info_hash.to_hex());
+    let args = ["download", &link, "-o", path_str(&out), "--json"];
+    let leecher = spawn_listening(
+        Some("::1"),
+        free_port(),
+        &[&args[..], &["--dht-bootstrap", &boot]].concat(),
+    );
+    let report = report_of(&leecher.wait(LIMIT));
+    assert_eq!(report["complete"], true);
+    fx.assert_same_files(&out);
 }
 
 /// The nodes a session knew are kept in DIR/.spate/dht.nodes; the next session in DIR joins

@@ -1,14 +1,15 @@
 //! KRPC, the DHT's wire format (BEP 5): one bencoded dictionary per UDP datagram, a query
-//! (`ping`, `find_node`, `get_peers`, `announce_peer`), its response, or an error. IPv4
-//! only: compact node entries of 26 bytes, peer entries of 6. Pure; every field a remote node
-//! controls is bounded before it is used.
+//! (`ping`, `find_node`, `get_peers`, `announce_peer`), its response, or an error. Both
+//! address families (BEP 32): IPv4 nodes are 26-byte entries under `nodes`, IPv6 nodes 38-byte
+//! entries under `nodes6`, peers 6 or 18 bytes. Pure; every field a remote node controls is
+//! bounded before it is used.
 
 use super::NodeId;
 use crate::bencode;
 use crate::types::InfoHash;
 use serde_bencode::value::Value;
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Longest datagram read or accepted; real KRPC messages stay well under it.
 pub const MAX_PACKET: usize = 2048;
@@ -18,12 +19,14 @@ const MAX_OPAQUE: usize = 64;
 const MAX_VALUES: usize = 200;
 /// Bytes of one compact node entry: id, IPv4 address, port.
 const COMPACT_NODE: usize = 26;
+/// Bytes of one compact IPv6 node entry (BEP 32): id, IPv6 address, port.
+const COMPACT_NODE6: usize = 38;
 
 /// A node of the DHT: its id and where it listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Contact {
     pub id: NodeId,
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
 }
 
 /// One KRPC message.
@@ -70,8 +73,9 @@ pub enum Query {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Response {
     pub id: NodeId,
+    /// Nodes of both families: the IPv4 ones travel as `nodes`, the IPv6 ones as `nodes6`.
     pub nodes: Vec<Contact>,
-    pub values: Vec<SocketAddrV4>,
+    pub values: Vec<SocketAddr>,
     pub token: Option<Vec<u8>>,
 }
 
@@ -147,14 +151,16 @@ impl Krpc {
             Body::Response(r) => {
                 let mut d = Dict::new();
                 d.insert(b"id".to_vec(), Value::Bytes(r.id.0.to_vec()));
-                if !r.nodes.is_empty() {
-                    d.insert(b"nodes".to_vec(), Value::Bytes(compact_nodes(&r.nodes)));
+                let (v4, v6): (Vec<Contact>, Vec<Contact>) =
+                    r.nodes.iter().partition(|n| n.addr.is_ipv4());
+                if !v4.is_empty() {
+                    d.insert(b"nodes".to_vec(), Value::Bytes(compact_nodes(&v4)));
+                }
+                if !v6.is_empty() {
+                    d.insert(b"nodes6".to_vec(), Value::Bytes(compact_nodes(&v6)));
                 }
                 if !r.values.is_empty() {
-                    let values = r
-                        .values
-                        .iter()
-                        .map(|a| Value::Bytes(compact_addr(a).to_vec()));
+                    let values = r.values.iter().map(|a| Value::Bytes(compact_addr(a)));
                     d.insert(b"values".to_vec(), Value::List(values.collect()));
                 }
                 if let Some(token) = &r.token {
@@ -211,9 +217,12 @@ fn parse_query(d: &Dict) -> Result<Body, KrpcError> {
 
 fn parse_response(r: &Dict) -> Result<Response, KrpcError> {
     let id = node_id(r, "id").ok_or(KrpcError::Field("id"))?;
-    let nodes = bytes(r, "nodes")
-        .map(parse_compact_nodes)
+    let mut nodes = bytes(r, "nodes")
+        .map(|b| parse_compact_nodes(b, COMPACT_NODE))
         .unwrap_or_default();
+    if let Some(b) = bytes(r, "nodes6") {
+        nodes.extend(parse_compact_nodes(b, COMPACT_NODE6));
+    }
     let values = match r.get(&b"values"[..]) {
         Some(Value::List(list)) => list
             .iter()
@@ -288,30 +297,43 @@ fn node_id(d: &Dict, key: &str) -> Option<NodeId> {
     Some(NodeId(b))
 }
 
-/// The 6-byte form of an IPv4 address and port.
-pub fn compact_addr(a: &SocketAddrV4) -> [u8; 6] {
-    let mut out = [0u8; 6];
-    out[..4].copy_from_slice(&a.ip().octets());
-    out[4..].copy_from_slice(&a.port().to_be_bytes());
+/// The compact form of an address and port: 6 bytes for IPv4, 18 for IPv6.
+pub fn compact_addr(a: &SocketAddr) -> Vec<u8> {
+    let mut out = match a.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    out.extend_from_slice(&a.port().to_be_bytes());
     out
 }
 
-fn parse_compact_addr(b: &[u8]) -> Option<SocketAddrV4> {
-    let b: &[u8; 6] = b.try_into().ok()?;
-    let addr = SocketAddrV4::new(
-        Ipv4Addr::new(b[0], b[1], b[2], b[3]),
-        u16::from_be_bytes([b[4], b[5]]),
-    );
+/// A compact address of either length; None for another length or an unusable address.
+fn parse_compact_addr(b: &[u8]) -> Option<SocketAddr> {
+    let (ip, port) = b.split_at_checked(b.len().checked_sub(2)?)?;
+    let ip = match ip.len() {
+        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(ip).ok()?)),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(ip).ok()?)),
+        _ => return None,
+    };
+    let addr = SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]]));
     usable(&addr).then_some(addr)
 }
 
-/// An address worth sending to: not port 0, not unspecified, broadcast or multicast.
-pub fn usable(a: &SocketAddrV4) -> bool {
-    a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_broadcast() && !a.ip().is_multicast()
+/// An address worth sending to: not port 0, not unspecified, broadcast or multicast, and
+/// for IPv6 not an IPv4-mapped one (an IPv4 node belongs in `nodes`).
+pub fn usable(a: &SocketAddr) -> bool {
+    let ip_ok = match a.ip() {
+        IpAddr::V4(ip) => !ip.is_unspecified() && !ip.is_broadcast() && !ip.is_multicast(),
+        IpAddr::V6(ip) => {
+            !ip.is_unspecified() && !ip.is_multicast() && ip.to_ipv4_mapped().is_none()
+        }
+    };
+    a.port() != 0 && ip_ok
 }
 
+/// Compact node entries, all of one family (the caller splits them).
 fn compact_nodes(nodes: &[Contact]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(nodes.len() * COMPACT_NODE);
+    let mut out = Vec::new();
     for n in nodes {
         out.extend_from_slice(&n.id.0);
         out.extend_from_slice(&compact_addr(&n.addr));
@@ -319,11 +341,12 @@ fn compact_nodes(nodes: &[Contact]) -> Vec<u8> {
     out
 }
 
-/// Compact node entries; a trailing partial entry and unusable addresses are skipped.
-fn parse_compact_nodes(b: &[u8]) -> Vec<Contact> {
-    b.chunks_exact(COMPACT_NODE)
+/// Compact node entries of `entry` bytes each (26: IPv4, 38: IPv6); a trailing partial
+/// entry and unusable addresses are skipped.
+fn parse_compact_nodes(b: &[u8], entry: usize) -> Vec<Contact> {
+    b.chunks_exact(entry)
         .filter_map(|c| {
-            let id = NodeId(c[..20].try_into().expect("chunk of 26"));
+            let id = NodeId(c[..20].try_into().expect("entries are longer than an id"));
             parse_compact_addr(&c[20..]).map(|addr| Contact { id, addr })
         })
         .collect()
@@ -352,8 +375,12 @@ mod tests {
         NodeId([b; 20])
     }
 
-    fn addr(last: u8, port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, last), port)
+    fn addr(last: u8, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::new(127, 0, 0, last), port))
+    }
+
+    fn addr6(last: u16, port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last), port))
     }
 
     #[test]
@@ -390,6 +417,21 @@ mod tests {
                 }],
                 values: vec![addr(6, 51413), addr(7, 1)],
                 token: Some(b"secret".to_vec()),
+            }),
+            Body::Response(Response {
+                id: id(4),
+                nodes: vec![
+                    Contact {
+                        id: id(5),
+                        addr: addr(5, 6881),
+                    },
+                    Contact {
+                        id: id(8),
+                        addr: addr6(8, 6881),
+                    },
+                ],
+                values: vec![addr6(9, 51413), addr(7, 1)],
+                token: None,
             }),
             Body::Response(Response {
                 id: id(4),
@@ -461,11 +503,49 @@ mod tests {
         nodes.extend_from_slice(&[224, 0, 0, 1, 0x1a, 0xe1]);
         nodes.extend_from_slice(&[4; 10]);
         assert_eq!(
-            parse_compact_nodes(&nodes),
+            parse_compact_nodes(&nodes, COMPACT_NODE),
             [Contact {
                 id: id(1),
                 addr: addr(1, 6881)
             }]
         );
+    }
+
+    /// BEP 32: IPv6 nodes come as 38-byte entries under `nodes6`; an IPv4-mapped address,
+    /// a multicast one, port 0 and a peer of a third length are dropped.
+    #[test]
+    fn reads_ipv6_nodes_and_peers() {
+        let entry = |id_byte: u8, ip: Ipv6Addr, port: u16| {
+            let mut e = vec![id_byte; 20];
+            e.extend_from_slice(&ip.octets());
+            e.extend_from_slice(&port.to_be_bytes());
+            e
+        };
+        let good = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+        let nodes6 = [
+            entry(1, good, 6881),
+            entry(2, Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped(), 6881),
+            entry(3, "ff02::1".parse().unwrap(), 6881),
+            entry(4, good, 0),
+        ]
+        .concat();
+        let peer6 = [good.octets().as_slice(), &[0x1a, 0xe1]].concat();
+        let mut packet = b"d1:rd2:id20:abcdefghij01234567896:nodes6".to_vec();
+        packet.extend_from_slice(format!("{}:", nodes6.len()).as_bytes());
+        packet.extend_from_slice(&nodes6);
+        packet.extend_from_slice(b"6:valuesl18:");
+        packet.extend_from_slice(&peer6);
+        packet.extend_from_slice(b"5:abcdeee1:t2:aa1:y1:re");
+        let Body::Response(r) = Krpc::parse(&packet).unwrap().body else {
+            panic!("a response");
+        };
+        assert_eq!(
+            r.nodes,
+            [Contact {
+                id: id(1),
+                addr: SocketAddr::from((good, 6881))
+            }]
+        );
+        assert_eq!(r.values, [SocketAddr::from((good, 6881))]);
     }
 }

@@ -8,7 +8,7 @@ use super::krpc::{Contact, Response};
 use super::routing::K;
 use super::NodeId;
 use std::collections::HashSet;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 /// Queries in flight at once.
 pub const ALPHA: usize = 3;
@@ -39,8 +39,8 @@ pub struct Lookup {
     own: NodeId,
     candidates: Vec<Candidate>,
     in_flight: usize,
-    peers: Vec<SocketAddrV4>,
-    seen_peers: HashSet<SocketAddrV4>,
+    peers: Vec<SocketAddr>,
+    seen_peers: HashSet<SocketAddr>,
 }
 
 impl Lookup {
@@ -109,14 +109,14 @@ impl Lookup {
         Some(c.contact)
     }
 
-    fn asked(&mut self, addr: SocketAddrV4) -> Option<&mut Candidate> {
+    fn asked(&mut self, addr: SocketAddr) -> Option<&mut Candidate> {
         self.candidates
             .iter_mut()
             .find(|c| c.contact.addr == addr && c.state == State::Asked)
     }
 
     /// The node at `addr` answered.
-    pub fn answered(&mut self, addr: SocketAddrV4, r: &Response) {
+    pub fn answered(&mut self, addr: SocketAddr, r: &Response) {
         let own = self.own;
         let Some(c) = self.asked(addr) else {
             return;
@@ -141,7 +141,7 @@ impl Lookup {
     }
 
     /// The node at `addr` did not answer in time (or answered with an error).
-    pub fn failed(&mut self, addr: SocketAddrV4) {
+    pub fn failed(&mut self, addr: SocketAddr) {
         if let Some(c) = self.asked(addr) {
             c.state = State::Failed;
             self.in_flight -= 1;
@@ -160,7 +160,7 @@ impl Lookup {
     }
 
     /// The peers the nodes returned, in the order they came.
-    pub fn peers(&self) -> &[SocketAddrV4] {
+    pub fn peers(&self) -> &[SocketAddr] {
         &self.peers
     }
 
@@ -183,7 +183,7 @@ mod tests {
     fn contact(id: u8, port: u16) -> Contact {
         Contact {
             id: NodeId([id; 20]),
-            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         }
     }
 
@@ -215,7 +215,7 @@ mod tests {
                     id: c.id,
                     nodes: knows(c.id.0[0]),
                     values: if c.id.0[0] == 0x0f {
-                        vec![SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 6881)]
+                        vec![SocketAddr::from((Ipv4Addr::new(10, 0, 0, 1), 6881))]
                     } else {
                         vec![]
                     },
@@ -243,7 +243,7 @@ mod tests {
         let target = NodeId([1; 20]);
         let boot = Contact {
             id: target,
-            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7)),
         };
         let own = NodeId([0x33; 20]);
         let mut l = Lookup::new(target, own, vec![contact(0x80, 1), boot]);
@@ -258,10 +258,10 @@ mod tests {
         assert_eq!(l.next_to_ask().unwrap().addr.port(), 1, "never ourselves");
         // An answer from a node never asked changes nothing.
         l.answered(
-            SocketAddrV4::new(Ipv4Addr::LOCALHOST, 99),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 99)),
             &Response::default(),
         );
-        l.failed(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1));
+        l.failed(SocketAddr::from((Ipv4Addr::LOCALHOST, 1)));
         assert!(l.is_done());
     }
 }

@@ -2,7 +2,7 @@
 //! without a tracker and tells the network where we are. The pure parts are the wire format
 //! (`krpc`), the routing table (`routing`), what we hold for other nodes (`store`: peers
 //! announced to us and the tokens that admit announces) and the iterative search (`lookup`);
-//! `node` runs them over a socket. IPv4 only.
+//! `node` runs them over a socket per address family (IPv4, and IPv6 as BEP 32 has it).
 
 pub mod krpc;
 pub mod lookup;

@@ -1,9 +1,12 @@
-//! A DHT node on a UDP socket: answers other nodes' queries (from the routing table, the
-//! peer store and the tokens), sends ours with a two-second timeout each, bootstraps from
-//! the configured nodes and keeps the table filled, and runs searches (`search`): find the
-//! peers of an info-hash and, given a port, announce ourselves to the nodes closest to it.
-//! Answers are sent within a byte budget per second, so spoofed queries cannot turn us into
-//! an amplifier. Runs on the session's thread; dropping the `Dht` stops its tasks.
+//! A DHT node: answers other nodes' queries (from the routing table, the peer store and
+//! the tokens), sends ours with a two-second timeout each, bootstraps from the configured
+//! nodes and keeps the table filled, and runs searches (`search`): find the peers of an
+//! info-hash and, given a port, announce ourselves to the nodes closest to it. As BEP 32
+//! has it, IPv4 and IPv6 are two DHTs: a node listening on every address runs one on an
+//! IPv4 socket and one on an IPv6-only socket of the same port, each with its own routing
+//! table and peer store, and a search asks both. Answers are sent within a byte budget per
+//! second, so spoofed queries cannot turn us into an amplifier. Runs on the session's
+//! thread; dropping the `Dht` stops its tasks.
 
 use super::krpc::{self, Body, Contact, Krpc, Query, Response};
 use super::lookup::Lookup;
@@ -13,7 +16,7 @@ use super::NodeId;
 use crate::types::InfoHash;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -23,7 +26,7 @@ use tokio::sync::oneshot;
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the table is refilled from the bootstrap nodes while it is small.
 const REFRESH_EVERY: Duration = Duration::from_secs(60);
-/// Bytes of answers sent per second, at most.
+/// Bytes of answers sent per second, at most (per address family).
 const ANSWER_BUDGET: usize = 64 << 10;
 /// The nodes libtorrent and Transmission bootstrap from, used when none are given.
 pub const PUBLIC_BOOTSTRAP: [&str; 3] = [
@@ -35,10 +38,11 @@ pub const PUBLIC_BOOTSTRAP: [&str; 3] = [
 /// Where the node listens and whom it asks first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DhtConfig {
-    /// The address to bind, port 0 picking one. The node speaks IPv4 only: an IPv6 address
-    /// (a session listening on every address) puts it on 0.0.0.0, same port.
+    /// The address to bind, port 0 picking one. The unspecified IPv6 address (a session
+    /// listening on every address) gives an IPv4 node on 0.0.0.0 and, where the host has
+    /// IPv6, an IPv6 node on [::], same port; any other address one node of its family.
     pub bind: SocketAddr,
-    /// host:port of the nodes to bootstrap from.
+    /// host:port of the nodes to bootstrap from (each node takes those of its family).
     pub bootstrap: Vec<String>,
 }
 
@@ -51,16 +55,20 @@ struct State {
     budget: (usize, Instant),
 }
 
+/// The node of one address family.
 struct Inner {
     socket: UdpSocket,
+    /// The family of `socket`: only nodes of it are asked or kept.
+    v6: bool,
     state: RefCell<State>,
-    pending: RefCell<HashMap<u16, (SocketAddrV4, oneshot::Sender<Response>)>>,
-    bootstrap: RefCell<Vec<SocketAddrV4>>,
+    pending: RefCell<HashMap<u16, (SocketAddr, oneshot::Sender<Response>)>>,
+    bootstrap: RefCell<Vec<SocketAddr>>,
 }
 
-/// A running DHT node.
+/// A running DHT node (one per address family underneath).
 pub struct Dht {
-    inner: Rc<Inner>,
+    /// The IPv4 node first, when there is one.
+    families: Vec<Rc<Inner>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -73,19 +81,116 @@ impl Drop for Dht {
 }
 
 impl Dht {
-    /// Binds the socket and starts answering, bootstrapping and refreshing. Must run inside
-    /// the tokio-uring runtime.
+    /// Binds the socket(s) and starts answering, bootstrapping and refreshing. Must run
+    /// inside the tokio-uring runtime.
     pub fn start(config: &DhtConfig) -> std::io::Result<Dht> {
-        let bind = match config.bind {
-            SocketAddr::V6(v6) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, v6.port())),
-            v4 => v4,
+        let own = NodeId::random();
+        // Addresses are usable at once; host names are resolved by the maintenance tasks.
+        let (literal, names): (Vec<&String>, Vec<&String>) = config
+            .bootstrap
+            .iter()
+            .partition(|b| b.parse::<SocketAddr>().is_ok());
+        let literal: Vec<SocketAddr> = literal.iter().filter_map(|b| b.parse().ok()).collect();
+        let names: Vec<String> = names.into_iter().cloned().collect();
+        let mut dht = Dht {
+            families: Vec::new(),
+            tasks: Vec::new(),
         };
-        let socket = UdpSocket::from_std(crate::net::bind_udp_std(bind)?)?;
+        for socket in bind_sockets(config.bind)? {
+            let inner = Rc::new(Inner::new(UdpSocket::from_std(socket)?, own)?);
+            inner.bootstrap.borrow_mut().extend(
+                literal
+                    .iter()
+                    .filter(|a| inner.same_family(a) && krpc::usable(a)),
+            );
+            dht.tasks
+                .push(tokio_uring::spawn(receive_loop(Rc::clone(&inner))));
+            dht.tasks.push(tokio_uring::spawn(maintain(
+                Rc::clone(&inner),
+                names.clone(),
+            )));
+            dht.families.push(inner);
+        }
+        Ok(dht)
+    }
+
+    /// The address of the first node (the IPv4 one, if any); the others share its port.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.families[0].socket.local_addr()
+    }
+
+    /// Nodes in the routing tables.
+    pub fn nodes(&self) -> usize {
+        self.families
+            .iter()
+            .map(|f| f.state.borrow().table.len())
+            .sum()
+    }
+
+    /// The addresses of up to `n` nodes of the routing tables, closest to us first, shared
+    /// between the families: worth saving, to join through them next time.
+    pub fn known_nodes(&self, n: usize) -> Vec<SocketAddr> {
+        let each = n.div_ceil(self.families.len().max(1));
+        let mut out: Vec<SocketAddr> = self
+            .families
+            .iter()
+            .flat_map(|f| {
+                let s = f.state.borrow();
+                let closest = s.table.closest(&s.table.own_id(), each);
+                closest.into_iter().map(|c| c.addr)
+            })
+            .collect();
+        out.truncate(n);
+        out
+    }
+
+    /// Finds peers of `info_hash` (those announced to us included) and, with a port,
+    /// announces that we have it on that port to the closest nodes that gave us a token;
+    /// in both families at once.
+    pub async fn search(&self, info_hash: InfoHash, announce_port: Option<u16>) -> Vec<SocketAddr> {
+        let searches = self
+            .families
+            .iter()
+            .map(|f| Rc::clone(f).search(info_hash, announce_port));
+        let mut peers: Vec<SocketAddr> = Vec::new();
+        for found in futures_util::future::join_all(searches).await {
+            for p in found {
+                if !peers.contains(&p) {
+                    peers.push(p);
+                }
+            }
+        }
+        peers
+    }
+}
+
+/// The sockets of a node bound to `bind` (see `DhtConfig::bind`). A host without IPv6
+/// costs the IPv6 node only.
+fn bind_sockets(bind: SocketAddr) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let SocketAddr::V6(v6) = bind else {
+        return Ok(vec![crate::net::bind_udp_one_family(bind)?]);
+    };
+    if !v6.ip().is_unspecified() {
+        return Ok(vec![crate::net::bind_udp_one_family(bind)?]);
+    }
+    let v4 = crate::net::bind_udp_one_family(SocketAddr::from((Ipv4Addr::UNSPECIFIED, v6.port())))?;
+    let port = v4.local_addr()?.port();
+    let mut sockets = vec![v4];
+    match crate::net::bind_udp_one_family(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
+        Ok(socket) => sockets.push(socket),
+        Err(e) => tracing::debug!(port, error = %e, "no IPv6 DHT node"),
+    }
+    Ok(sockets)
+}
+
+impl Inner {
+    fn new(socket: UdpSocket, own: NodeId) -> std::io::Result<Inner> {
         let now = Instant::now();
-        let inner = Rc::new(Inner {
+        Ok(Inner {
+            v6: socket.local_addr()?.is_ipv6(),
             socket,
             state: RefCell::new(State {
-                table: RoutingTable::new(NodeId::random()),
+                table: RoutingTable::new(own),
                 tokens: Tokens::new(now),
                 store: PeerStore::default(),
                 next_tid: rand::random(),
@@ -93,53 +198,25 @@ impl Dht {
             }),
             pending: RefCell::new(HashMap::new()),
             bootstrap: RefCell::new(Vec::new()),
-        });
-        // Addresses are usable at once; host names are resolved by the maintenance task.
-        let (literal, names): (Vec<&String>, Vec<&String>) = config
-            .bootstrap
-            .iter()
-            .partition(|b| b.parse::<SocketAddrV4>().is_ok());
-        inner.bootstrap.borrow_mut().extend(
-            literal
-                .iter()
-                .filter_map(|b| b.parse::<SocketAddrV4>().ok()),
-        );
-        let names = names.into_iter().cloned().collect();
-        let receive = tokio_uring::spawn(receive_loop(Rc::clone(&inner)));
-        let maintain = tokio_uring::spawn(maintain(Rc::clone(&inner), names));
-        Ok(Dht {
-            inner,
-            tasks: vec![receive, maintain],
         })
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.socket.local_addr()
+    fn own_id(&self) -> NodeId {
+        self.state.borrow().table.own_id()
     }
 
-    /// Nodes in the routing table.
-    pub fn nodes(&self) -> usize {
-        self.inner.state.borrow().table.len()
+    /// Whether `addr` is of this node's family (the only ones its socket reaches).
+    fn same_family(&self, addr: &SocketAddr) -> bool {
+        addr.is_ipv6() == self.v6
     }
 
-    /// The addresses of up to `n` nodes of the routing table, closest to us first: worth
-    /// saving, to join through them next time.
-    pub fn known_nodes(&self, n: usize) -> Vec<SocketAddrV4> {
-        let s = self.inner.state.borrow();
-        s.table
-            .closest(&s.table.own_id(), n)
-            .iter()
-            .map(|c| c.addr)
-            .collect()
-    }
-
-    /// Finds peers of `info_hash` (those announced to us included) and, with a port,
-    /// announces that we have it on that port to the closest nodes that gave us a token.
-    pub async fn search(&self, info_hash: InfoHash, announce_port: Option<u16>) -> Vec<SocketAddr> {
-        let lookup = self
-            .inner
-            .lookup(NodeId::from(info_hash), Some(info_hash))
-            .await;
+    /// `Dht::search` in this family.
+    async fn search(
+        self: Rc<Self>,
+        info_hash: InfoHash,
+        announce_port: Option<u16>,
+    ) -> Vec<SocketAddr> {
+        let lookup = self.lookup(NodeId::from(info_hash), Some(info_hash)).await;
         if let Some(port) = announce_port {
             let announces = lookup.announce_targets().into_iter().map(|(c, token)| {
                 let query = Query::AnnouncePeer {
@@ -148,34 +225,23 @@ impl Dht {
                     implied_port: false,
                     token,
                 };
-                let inner = Rc::clone(&self.inner);
+                let inner = Rc::clone(&self);
                 async move { inner.query(c.addr, query).await }
             });
             futures_util::future::join_all(announces).await;
         }
-        let mut peers: Vec<SocketAddr> = lookup.peers().iter().map(|&a| a.into()).collect();
-        let stored = self
-            .inner
-            .state
-            .borrow()
-            .store
-            .peers(&info_hash, Instant::now());
-        for p in stored.into_iter().map(SocketAddr::V4) {
+        let mut peers: Vec<SocketAddr> = lookup.peers().to_vec();
+        let stored = self.state.borrow().store.peers(&info_hash, Instant::now());
+        for p in stored {
             if !peers.contains(&p) {
                 peers.push(p);
             }
         }
         peers
     }
-}
-
-impl Inner {
-    fn own_id(&self) -> NodeId {
-        self.state.borrow().table.own_id()
-    }
 
     /// Sends `query` to `addr` and waits for the answer; None on timeout or error.
-    async fn query(&self, addr: SocketAddrV4, query: Query) -> Option<Response> {
+    async fn query(&self, addr: SocketAddr, query: Query) -> Option<Response> {
         let tid = {
             let mut s = self.state.borrow_mut();
             s.next_tid = s.next_tid.wrapping_add(1);
@@ -228,7 +294,11 @@ impl Inner {
                 break;
             };
             match answer {
-                Some(r) => lookup.answered(c.addr, &r),
+                Some(mut r) => {
+                    // A node may list both families; this socket reaches only its own.
+                    r.nodes.retain(|n| self.same_family(&n.addr));
+                    lookup.answered(c.addr, &r);
+                }
                 None => {
                     lookup.failed(c.addr);
                     self.state.borrow_mut().table.failed(&c.id);
@@ -242,7 +312,7 @@ impl Inner {
     }
 
     /// Answers a query from `from`; returns the reply datagram, if any.
-    fn answer(&self, tid: Vec<u8>, from: SocketAddrV4, id: NodeId, query: Query) -> Vec<u8> {
+    fn answer(&self, tid: Vec<u8>, from: SocketAddr, id: NodeId, query: Query) -> Vec<u8> {
         let now = Instant::now();
         let mut s = self.state.borrow_mut();
         s.table.heard_from(Contact { id, addr: from }, now);
@@ -261,7 +331,7 @@ impl Inner {
                 id: own,
                 nodes: s.table.closest(&NodeId::from(info_hash), K),
                 values: s.store.peers(&info_hash, now),
-                token: Some(s.tokens.issue(*from.ip(), now)),
+                token: Some(s.tokens.issue(from.ip(), now)),
             }),
             Query::AnnouncePeer {
                 info_hash,
@@ -269,9 +339,9 @@ impl Inner {
                 implied_port,
                 token,
             } => {
-                if s.tokens.accepts(*from.ip(), &token, now) {
+                if s.tokens.accepts(from.ip(), &token, now) {
                     let port = if implied_port { from.port() } else { port };
-                    let peer = SocketAddrV4::new(*from.ip(), port);
+                    let peer = SocketAddr::new(from.ip(), port);
                     if krpc::usable(&peer) {
                         s.store.add(info_hash, peer, now);
                     }
@@ -318,10 +388,7 @@ async fn receive_loop(inner: Rc<Inner>) {
                 continue;
             }
         };
-        let SocketAddr::V4(from) = from else {
-            continue;
-        };
-        if !krpc::usable(&from) {
+        if !inner.same_family(&from) || !krpc::usable(&from) {
             continue;
         }
         let Ok(message) = Krpc::parse(&buf[..n]) else {
@@ -370,10 +437,7 @@ async fn maintain(inner: Rc<Inner>, bootstrap: Vec<String>) {
         let mut out = Vec::new();
         for host in bootstrap {
             match host.to_socket_addrs() {
-                Ok(addrs) => out.extend(addrs.filter_map(|a| match a {
-                    SocketAddr::V4(v4) => Some(v4),
-                    SocketAddr::V6(_) => None,
-                })),
+                Ok(addrs) => out.extend(addrs),
                 Err(e) => tracing::debug!(%host, error = %e, "DHT bootstrap node not resolved"),
             }
         }
@@ -381,7 +445,11 @@ async fn maintain(inner: Rc<Inner>, bootstrap: Vec<String>) {
     })
     .await
     .unwrap_or_default();
-    inner.bootstrap.borrow_mut().extend(resolved);
+    inner.bootstrap.borrow_mut().extend(
+        resolved
+            .into_iter()
+            .filter(|a| inner.same_family(a) && krpc::usable(a)),
+    );
     loop {
         if inner.state.borrow().table.len() < K {
             let own = inner.own_id();
@@ -397,12 +465,17 @@ mod tests {
     use super::*;
 
     fn node(bootstrap: &[&Dht]) -> Dht {
+        let bootstrap = bootstrap
+            .iter()
+            .map(|d| d.local_addr().unwrap().to_string())
+            .collect();
+        node_on("127.0.0.1:0", bootstrap)
+    }
+
+    fn node_on(bind: &str, bootstrap: Vec<String>) -> Dht {
         let config = DhtConfig {
-            bind: "127.0.0.1:0".parse().unwrap(),
-            bootstrap: bootstrap
-                .iter()
-                .map(|d| d.local_addr().unwrap().to_string())
-                .collect(),
+            bind: bind.parse().unwrap(),
+            bootstrap,
         };
         Dht::start(&config).unwrap()
     }
@@ -438,11 +511,53 @@ mod tests {
                 implied_port: false,
                 token: b"forged".to_vec(),
             };
-            let SocketAddr::V4(router_addr) = router.local_addr().unwrap() else {
-                unreachable!()
-            };
-            assert!(leecher.inner.query(router_addr, forged).await.is_none());
+            let router_addr = router.local_addr().unwrap();
+            assert!(leecher.families[0]
+                .query(router_addr, forged)
+                .await
+                .is_none());
             assert!(leecher.search(InfoHash([0x43; 20]), None).await.is_empty());
+        });
+    }
+
+    /// BEP 32: a node listening on every address runs an IPv4 and an IPv6 DHT on one port.
+    /// IPv6 nodes that join through it find each other's peers over IPv6, IPv4 nodes over
+    /// IPv4, and each family's table holds only its own nodes.
+    #[test]
+    fn a_node_on_every_address_serves_both_families() {
+        tokio_uring::start(async {
+            let router = node_on("[::]:0", Vec::new());
+            assert_eq!(router.families.len(), 2, "an IPv4 and an IPv6 node");
+            let port = router.local_addr().unwrap().port();
+            assert_eq!(router.families[1].socket.local_addr().unwrap().port(), port);
+            let via6 = || node_on("[::1]:0", vec![format!("[::1]:{port}")]);
+            let via4 = || node_on("127.0.0.1:0", vec![format!("127.0.0.1:{port}")]);
+            let (seeder6, leecher6, seeder4, leecher4) = (via6(), via6(), via4(), via4());
+            until(|| {
+                [&seeder6, &leecher6, &seeder4, &leecher4]
+                    .iter()
+                    .all(|d| d.nodes() >= 1)
+            })
+            .await;
+            let (h6, h4) = (InfoHash([6; 20]), InfoHash([4; 20]));
+            seeder6.search(h6, Some(5556)).await;
+            seeder4.search(h4, Some(5554)).await;
+            let want6 = "[::1]:5556".parse::<SocketAddr>().unwrap();
+            let want4 = "127.0.0.1:5554".parse::<SocketAddr>().unwrap();
+            assert_eq!(leecher6.search(h6, None).await, [want6]);
+            assert_eq!(leecher4.search(h4, None).await, [want4]);
+            assert!(
+                leecher6.search(h4, None).await.is_empty(),
+                "IPv4 peers stay in IPv4"
+            );
+            // The router found each of them itself, in both families at once.
+            assert_eq!(router.search(h6, None).await, [want6]);
+            let known = router.known_nodes(64);
+            assert!(known.iter().any(SocketAddr::is_ipv4) && known.iter().any(SocketAddr::is_ipv6));
+            for f in &router.families {
+                let table = f.state.borrow().table.closest(&NodeId::default(), 64);
+                assert!(table.iter().all(|c| f.same_family(&c.addr)), "{table:?}");
+            }
         });
     }
 }

@@ -114,12 +114,12 @@ impl RoutingTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::net::{Ipv4Addr, SocketAddr};
 
     fn contact(id: [u8; 20], port: u16) -> Contact {
         Contact {
             id: NodeId(id),
-            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
         }
     }
 

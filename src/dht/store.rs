@@ -7,7 +7,7 @@
 use crate::types::InfoHash;
 use sha1::{Digest, Sha1};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// How often the token secret changes.
@@ -44,21 +44,24 @@ impl Tokens {
         }
     }
 
-    fn token_with(secret: &[u8; 16], ip: Ipv4Addr) -> Vec<u8> {
+    fn token_with(secret: &[u8; 16], ip: IpAddr) -> Vec<u8> {
         let mut h = Sha1::new();
         h.update(secret);
-        h.update(ip.octets());
+        match ip {
+            IpAddr::V4(ip) => h.update(ip.octets()),
+            IpAddr::V6(ip) => h.update(ip.octets()),
+        }
         h.finalize()[..8].to_vec()
     }
 
     /// The token to give a node at `ip`.
-    pub fn issue(&mut self, ip: Ipv4Addr, now: Instant) -> Vec<u8> {
+    pub fn issue(&mut self, ip: IpAddr, now: Instant) -> Vec<u8> {
         self.rotate_if_due(now);
         Tokens::token_with(&self.current, ip)
     }
 
     /// Whether `token` is one we gave `ip` within the last two secrets' lifetimes.
-    pub fn accepts(&mut self, ip: Ipv4Addr, token: &[u8], now: Instant) -> bool {
+    pub fn accepts(&mut self, ip: IpAddr, token: &[u8], now: Instant) -> bool {
         self.rotate_if_due(now);
         token == Tokens::token_with(&self.current, ip)
             || token == Tokens::token_with(&self.previous, ip)
@@ -67,12 +70,12 @@ impl Tokens {
 
 #[derive(Default)]
 pub struct PeerStore {
-    torrents: HashMap<InfoHash, Vec<(SocketAddrV4, Instant)>>,
+    torrents: HashMap<InfoHash, Vec<(SocketAddr, Instant)>>,
 }
 
 impl PeerStore {
     /// Records `peer` for `info_hash`; refused (false) when the store is full.
-    pub fn add(&mut self, info_hash: InfoHash, peer: SocketAddrV4, now: Instant) -> bool {
+    pub fn add(&mut self, info_hash: InfoHash, peer: SocketAddr, now: Instant) -> bool {
         if !self.torrents.contains_key(&info_hash) && self.torrents.len() >= MAX_TORRENTS {
             self.expire(now);
             if self.torrents.len() >= MAX_TORRENTS {
@@ -97,7 +100,7 @@ impl PeerStore {
     }
 
     /// Up to `PEERS_PER_ANSWER` live peers for `info_hash`, the most recent first.
-    pub fn peers(&self, info_hash: &InfoHash, now: Instant) -> Vec<SocketAddrV4> {
+    pub fn peers(&self, info_hash: &InfoHash, now: Instant) -> Vec<SocketAddr> {
         let Some(peers) = self.torrents.get(info_hash) else {
             return Vec::new();
         };
@@ -123,17 +126,25 @@ impl PeerStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn tokens_are_per_address_and_live_for_two_secrets() {
         let t0 = Instant::now();
         let mut tokens = Tokens::new(t0);
-        let a = Ipv4Addr::new(10, 0, 0, 1);
-        let b = Ipv4Addr::new(10, 0, 0, 2);
+        let a = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
         let tok = tokens.issue(a, t0);
         assert!(tokens.accepts(a, &tok, t0));
         assert!(!tokens.accepts(b, &tok, t0), "another address");
         assert!(!tokens.accepts(a, b"forged", t0));
+        let v6 = IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        assert!(
+            !tokens.accepts(v6, &tok, t0),
+            "not the IPv4 address's token"
+        );
+        let v6_tok = tokens.issue(IpAddr::V6(Ipv6Addr::LOCALHOST), t0);
+        assert!(tokens.accepts(IpAddr::V6(Ipv6Addr::LOCALHOST), &v6_tok, t0));
         let later = t0 + SECRET_LIFETIME;
         assert!(tokens.accepts(a, &tok, later), "one rotation later");
         let much_later = later + SECRET_LIFETIME;
@@ -147,7 +158,7 @@ mod tests {
         let h = InfoHash([7; 20]);
         for i in 0..(MAX_PEERS_PER_TORRENT as u16 + 10) {
             let at = t0 + Duration::from_millis(u64::from(i));
-            assert!(store.add(h, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1000 + i), at));
+            assert!(store.add(h, SocketAddr::from((Ipv4Addr::LOCALHOST, 1000 + i)), at));
         }
         let now = t0 + Duration::from_secs(1);
         let got = store.peers(&h, now);
@@ -168,7 +179,7 @@ mod tests {
     fn the_number_of_torrents_is_capped() {
         let t0 = Instant::now();
         let mut store = PeerStore::default();
-        let peer = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1);
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
         for i in 0..MAX_TORRENTS as u32 {
             let mut h = [0u8; 20];
             h[..4].copy_from_slice(&i.to_be_bytes());

@@ -280,14 +280,14 @@ fn dht_nodes_path(out_dir: &std::path::Path) -> std::path::PathBuf {
 /// Most DHT nodes saved, and read back.
 const SAVED_DHT_NODES: usize = 64;
 
-/// The DHT nodes the last session in `out_dir` knew (lines that are not an IPv4 address and
-/// port are skipped).
+/// The DHT nodes the last session in `out_dir` knew (lines that are not an address and port
+/// are skipped).
 fn saved_dht_nodes(out_dir: &std::path::Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(dht_nodes_path(out_dir)) else {
         return Vec::new();
     };
     text.lines()
-        .filter(|l| l.parse::<std::net::SocketAddrV4>().is_ok())
+        .filter(|l| l.parse::<SocketAddr>().is_ok())
         .take(SAVED_DHT_NODES)
         .map(str::to_string)
         .collect()
