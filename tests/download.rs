@@ -43,6 +43,36 @@ fn spate_to_spate_single_file() {
     }
 }
 
+/// `--seed-ratio` and `--seed-time` end a seeding download by themselves, with exit 0
+/// (plain `--seed` serves until interrupted, and these waits would time out): one leecher
+/// stops once a second leecher that knows only it has taken at least half the torrent from
+/// it; another stops two seconds after it completed.
+#[test]
+fn seed_limits_end_a_seeding_download() {
+    let fx = Fixture::single(16 * PIECE);
+    let size = fx.meta.info.total_length;
+    let (_seeder, _out, by_ratio) = leech_from_seeder(&fx, &["--seed-ratio", "0.5", "--no-pex"]);
+    wait_listening(by_ratio.addr(), LIMIT);
+    let peer = by_ratio.addr().to_string();
+    let _second = start_leecher(&fx.torrent, &fx.out_dir("second"), &["--peer", &peer]);
+    let report = report_of(&by_ratio.wait(LIMIT));
+    let uploaded = report["uploaded_bytes"].as_u64().unwrap();
+    assert!(uploaded >= size / 2, "uploaded {uploaded} of {size}");
+
+    let other = Fixture::single(4 * PIECE);
+    let (_seeder, _out, by_time) = leech_from_seeder(&other, &["--seed-time", "2s"]);
+    let done = by_time.wait(LIMIT);
+    let report = report_of(&done);
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    let verified: serde_json::Value = stdout
+        .lines()
+        .find(|l| l.contains("\"verified\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("a verified event");
+    let seeded = report["wall_s"].as_f64().unwrap() - verified["wall_s"].as_f64().unwrap();
+    assert!((2.0..30.0).contains(&seeded), "seeded {seeded} s");
+}
+
 /// `--sequential` fetches pieces first to last: stopped part way (a download limit keeps it
 /// slow), what is on disk is the torrent's first pieces and nothing after them.
 #[test]

@@ -2,12 +2,12 @@
 //! a terminal (plain periodic lines otherwise), and the end-of-run figures with `--stats`.
 
 use super::source::{fetch_and_save, saved_metainfo, Source};
-use super::units::{human_bytes, parse_size};
+use super::units::{human_bytes, parse_duration, parse_ratio, parse_size};
 use super::{load_torrent, BadInput};
 use crate::dht::{node::PUBLIC_BOOTSTRAP, DhtConfig};
 use crate::metainfo::Metainfo;
 use crate::selection::Selection;
-use crate::session::{self, Ending, Progress, Report, SessionConfig, WriteMode};
+use crate::session::{self, Ending, Progress, Report, SeedLimit, SessionConfig, WriteMode};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -76,9 +76,17 @@ pub struct DownloadArgs {
     /// fetched whole, so those files get the shared bytes and are left sparse.
     #[arg(long, value_name = "LIST", value_parser = parse_only)]
     only: Option<FileList>,
-    /// Keep seeding after the download completes, until interrupted.
+    /// Keep seeding after the download completes, until interrupted (or a seed limit).
     #[arg(long)]
     seed: bool,
+    /// Seed until the share ratio (uploaded over downloaded) reaches R, e.g. 2 or 1.5, then
+    /// exit; implies --seed.
+    #[arg(long, value_name = "R", value_parser = parse_ratio)]
+    seed_ratio: Option<f64>,
+    /// Seed for this long after the download completes (e.g. 90s, 30m, 12h, 2d), then exit;
+    /// implies --seed. With --seed-ratio, whichever comes first.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    seed_time: Option<Duration>,
     /// Cap on download speed in bytes per second (e.g. 10M), counting everything read from
     /// peers; 0 means unlimited.
     #[arg(long, default_value = "0", value_parser = parse_size)]
@@ -149,7 +157,11 @@ fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
 pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     let source = Source::parse(&args.torrent)?;
     let mut config = session_config(args.output.clone(), &args.swarm);
-    config.seed = args.seed;
+    config.seed_limit = SeedLimit {
+        ratio: args.seed_ratio,
+        time: args.seed_time,
+    };
+    config.seed = args.seed || config.seed_limit != SeedLimit::default();
     config.memory_limit = args.memory_limit as usize;
     config.download_limit = (args.download_limit > 0).then_some(args.download_limit);
     config.preallocate = !args.sparse;
@@ -454,20 +466,13 @@ impl Display {
     }
 
     fn show(&self, p: &Progress) {
-        // Ratio as Transmission shows it: uploaded over downloaded, or over the torrent's
-        // size for a seed that downloaded nothing.
-        let base = if p.downloaded > 0 {
-            p.downloaded
-        } else {
-            p.total_bytes.max(1)
-        };
         let rates = format!(
             "down {}/s up {}/s peers {} uploaded {} ratio {:.2}",
             human_bytes(p.download_rate as u64),
             human_bytes(p.upload_rate as u64),
             p.peers,
             human_bytes(p.uploaded),
-            p.uploaded as f64 / base as f64
+            p.share_ratio()
         );
         if let Some(bar) = &self.bar {
             if let Some((done, count)) = p.checking {

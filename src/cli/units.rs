@@ -1,4 +1,5 @@
-//! Human-readable sizes and size arguments ("16K", "4MiB", "2G").
+//! Human-readable sizes and size arguments ("16K", "4MiB", "2G"), and the other units
+//! arguments take: durations ("90s", "30m") and ratios.
 
 /// Formats a byte count with a binary unit: "1.50 GiB".
 pub fn human_bytes(n: u64) -> String {
@@ -36,6 +37,34 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Parses "90" or "90s", "30m", "12h", "2d" into a duration.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration"))?;
+    let seconds = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{text:?}: unknown unit (use s, m, h or d)")),
+    };
+    n.checked_mul(seconds)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Parses a share ratio: a finite number, 0 or more ("2", "1.5").
+pub fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("{text:?} is not a ratio (a number, 0 or more)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +78,20 @@ mod tests {
         assert!(parse_size("3Q").is_err());
         assert_eq!(human_bytes(1536), "1.50 KiB");
         assert_eq!(human_bytes(10), "10 B");
+    }
+
+    #[test]
+    fn durations_and_ratios() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(parse_ratio("1.5"), Ok(1.5));
+        assert!(parse_ratio("-1").is_err());
+        assert!(parse_ratio("inf").is_err());
+        assert!(parse_ratio("NaN").is_err());
     }
 }

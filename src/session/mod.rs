@@ -87,6 +87,8 @@ pub struct SessionConfig {
     pub memory_limit: usize,
     /// Keep running and uploading after the download completes.
     pub seed: bool,
+    /// When a seeding download stops by itself (with `seed`); the default never.
+    pub seed_limit: SeedLimit,
     /// Reserve each file's full size when it is first opened (see `StorageConfig`).
     pub preallocate: bool,
     /// Whether downloaded data is written with O_DIRECT where it is page-aligned.
@@ -131,6 +133,7 @@ impl Default for SessionConfig {
             max_peers: 200,
             memory_limit: 32 << 20,
             seed: false,
+            seed_limit: SeedLimit::default(),
             preallocate: true,
             write_mode: WriteMode::Direct,
             upload_slots: 4,
@@ -169,6 +172,23 @@ pub enum Ending {
     Interrupted,
 }
 
+/// When a seeding download stops by itself, as Transmission's ratio and idle limits and
+/// qBittorrent's share limits do: once the share ratio reaches `ratio`, or after `time` of
+/// seeding, whichever comes first. Neither set: until interrupted.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SeedLimit {
+    pub ratio: Option<f64>,
+    pub time: Option<Duration>,
+}
+
+impl SeedLimit {
+    /// Whether a download with progress `p`, seeding for `seeded` since it completed, may
+    /// stop.
+    pub fn reached(&self, p: &Progress, seeded: Duration) -> bool {
+        self.ratio.is_some_and(|r| p.share_ratio() >= r) || self.time.is_some_and(|t| seeded >= t)
+    }
+}
+
 /// A snapshot for progress displays.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {
@@ -184,6 +204,17 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// The share ratio as Transmission shows it: uploaded over downloaded, or over the
+    /// wanted size for a seed that downloaded nothing.
+    pub fn share_ratio(&self) -> f64 {
+        let base = if self.downloaded > 0 {
+            self.downloaded
+        } else {
+            self.total_bytes.max(1)
+        };
+        self.uploaded as f64 / base as f64
+    }
+
     /// The totals over several torrents' progress.
     pub fn sum(all: &[Progress]) -> Progress {
         let mut total = Progress::default();
@@ -457,6 +488,7 @@ async fn drive(
     let mut last_tick = Instant::now();
     let mut last_save = Instant::now();
     let mut finished = false;
+    let mut seeding_since = None;
     loop {
         tokio::select! {
             _ = interval.tick() => {
@@ -468,9 +500,14 @@ async fn drive(
                         p.outbox.close();
                     }
                 }
-                on_progress(&snapshot(&ctx.torrent.borrow()));
+                let progress = snapshot(&ctx.torrent.borrow());
+                on_progress(&progress);
                 if !finished {
                     ctx.storage.start_writeback();
+                }
+                if seeding_since.is_some_and(|at| config.seed_limit.reached(&progress, now - at)) {
+                    tracing::info!(ratio = progress.share_ratio(), "seed limit reached");
+                    break;
                 }
                 if now - last_save >= config.resume_interval && ctx.torrent.borrow().resume_dirty {
                     save_resume(meta, config, ctx).await?;
@@ -492,6 +529,7 @@ async fn drive(
                 if !config.seed {
                     return Ok(Ending::Complete);
                 }
+                seeding_since = Some(Instant::now());
             }
             _ = ctx.fatal.notify.notified() => {
                 let message = ctx.fatal.get().unwrap_or_default();
