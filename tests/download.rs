@@ -46,7 +46,8 @@ fn spate_to_spate_single_file() {
 /// `--seed-ratio` and `--seed-time` end a seeding download by themselves, with exit 0
 /// (plain `--seed` serves until interrupted, and these waits would time out): one leecher
 /// stops once a second leecher that knows only it has taken at least half the torrent from
-/// it; another stops two seconds after it completed.
+/// it; another stops two seconds after it completed; and `spate seed --seed-ratio 1` stops
+/// once it has uploaded the torrent's size.
 #[test]
 fn seed_limits_end_a_seeding_download() {
     let fx = Fixture::single(16 * PIECE);
@@ -71,6 +72,14 @@ fn seed_limits_end_a_seeding_download() {
         .expect("a verified event");
     let seeded = report["wall_s"].as_f64().unwrap() - verified["wall_s"].as_f64().unwrap();
     assert!((2.0..30.0).contains(&seeded), "seeded {seeded} s");
+
+    let seed = start_seeder(&other.torrent, &other.seed_dir(), &["--seed-ratio", "1"]);
+    let out = other.out_dir("from-seed");
+    let peer = seed.addr().to_string();
+    let leecher = start_leecher(&other.torrent, &out, &["--peer", &peer]);
+    assert_eq!(report_of(&leecher.wait(LIMIT))["complete"], true);
+    let done = seed.wait(LIMIT);
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
 }
 
 /// `--sequential` fetches pieces first to last: stopped part way (a download limit keeps it

@@ -79,14 +79,8 @@ pub struct DownloadArgs {
     /// Keep seeding after the download completes, until interrupted (or a seed limit).
     #[arg(long)]
     seed: bool,
-    /// Seed until the share ratio (uploaded over downloaded) reaches R, e.g. 2 or 1.5, then
-    /// exit; implies --seed.
-    #[arg(long, value_name = "R", value_parser = parse_ratio)]
-    seed_ratio: Option<f64>,
-    /// Seed for this long after the download completes (e.g. 90s, 30m, 12h, 2d), then exit;
-    /// implies --seed. With --seed-ratio, whichever comes first.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    seed_time: Option<Duration>,
+    #[command(flatten)]
+    seed_limit: SeedLimitArgs,
     /// Cap on download speed in bytes per second (e.g. 10M), counting everything read from
     /// peers; 0 means unlimited.
     #[arg(long, default_value = "0", value_parser = parse_size)]
@@ -128,7 +122,32 @@ pub struct SeedArgs {
     /// Directory that holds each torrent's file or top-level folder.
     dir: PathBuf,
     #[command(flatten)]
+    seed_limit: SeedLimitArgs,
+    #[command(flatten)]
     swarm: SwarmArgs,
+}
+
+/// When seeding stops by itself (`download` and `seed`; each torrent on its own).
+#[derive(clap::Args)]
+struct SeedLimitArgs {
+    /// Seed until the share ratio (uploaded over downloaded, or over the torrent's size for
+    /// a seed that downloaded nothing) reaches R, e.g. 2 or 1.5, then stop; for `download`
+    /// it implies --seed.
+    #[arg(long, value_name = "R", value_parser = parse_ratio)]
+    seed_ratio: Option<f64>,
+    /// Seed for this long once the torrent is complete (e.g. 90s, 30m, 12h, 2d), then stop;
+    /// for `download` it implies --seed. With --seed-ratio, whichever comes first.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    seed_time: Option<Duration>,
+}
+
+impl SeedLimitArgs {
+    fn limit(&self) -> SeedLimit {
+        SeedLimit {
+            ratio: self.seed_ratio,
+            time: self.seed_time,
+        }
+    }
 }
 
 fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
@@ -157,10 +176,7 @@ fn session_config(out_dir: PathBuf, swarm: &SwarmArgs) -> SessionConfig {
 pub fn run_download(args: DownloadArgs) -> anyhow::Result<i32> {
     let source = Source::parse(&args.torrent)?;
     let mut config = session_config(args.output.clone(), &args.swarm);
-    config.seed_limit = SeedLimit {
-        ratio: args.seed_ratio,
-        time: args.seed_time,
-    };
+    config.seed_limit = args.seed_limit.limit();
     config.seed = args.seed || config.seed_limit != SeedLimit::default();
     config.memory_limit = args.memory_limit as usize;
     config.download_limit = (args.download_limit > 0).then_some(args.download_limit);
@@ -283,6 +299,7 @@ pub fn run_seed(args: SeedArgs) -> anyhow::Result<i32> {
     }
     let mut config = session_config(args.dir.clone(), &args.swarm);
     config.seed = true;
+    config.seed_limit = args.seed_limit.limit();
     let total = metas.iter().map(|m| m.info.total_length).sum();
     let verb = match metas.len() {
         1 => "seeding".to_string(),
@@ -440,6 +457,9 @@ struct Display {
     bar: Option<ProgressBar>,
     quiet: bool,
     last_line: std::cell::Cell<Instant>,
+    /// The latest plain progress line, when it has not been printed (lines are printed
+    /// every 5 s at most): `finish` prints it, so the last line is the final state.
+    unprinted: std::cell::RefCell<Option<String>>,
     verb: String,
 }
 
@@ -461,6 +481,7 @@ impl Display {
             bar,
             quiet,
             last_line: std::cell::Cell::new(Instant::now() - Duration::from_secs(10)),
+            unprinted: std::cell::RefCell::new(None),
             verb,
         }
     }
@@ -486,16 +507,22 @@ impl Display {
             bar.set_position(p.have_bytes);
             return;
         }
-        if self.quiet || self.last_line.get().elapsed() < Duration::from_secs(5) {
+        if self.quiet {
             return;
         }
-        self.last_line.set(Instant::now());
         let pct = 100.0 * p.have_bytes as f64 / p.total_bytes.max(1) as f64;
-        eprintln!(
+        let line = format!(
             "spate: {} {pct:5.1}% of {}, {rates}",
             self.verb,
             human_bytes(p.total_bytes)
         );
+        if self.last_line.get().elapsed() < Duration::from_secs(5) {
+            *self.unprinted.borrow_mut() = Some(line);
+            return;
+        }
+        self.last_line.set(Instant::now());
+        *self.unprinted.borrow_mut() = None;
+        eprintln!("{line}");
     }
 
     /// A message that does not tear the progress bar.
@@ -509,6 +536,9 @@ impl Display {
     fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+        if let Some(line) = self.unprinted.take() {
+            eprintln!("{line}");
         }
     }
 }
