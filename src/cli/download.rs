@@ -306,7 +306,14 @@ pub fn run_seed(args: SeedArgs) -> anyhow::Result<i32> {
         n => format!("seeding {n} torrents:"),
     };
     let display = Display::new(args.swarm.quiet, total, verb);
-    let mut each = vec![Progress::default(); metas.len()];
+    // Each torrent counts its size from the start, so that the total is never partial.
+    let mut each: Vec<Progress> = metas
+        .iter()
+        .map(|m| Progress {
+            total_bytes: m.info.total_length,
+            ..Progress::default()
+        })
+        .collect();
     let run = session::run_many(metas.clone(), config, |i, p| {
         each[i] = p.clone();
         display.show(&Progress::sum(&each));
