@@ -19,13 +19,8 @@ pub fn human_bytes(n: u64) -> String {
 
 /// Parses "123", "16K", "16KiB", "4M", "2G" (binary multiples) into bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(text, "size")?;
+    let shift = match unit.as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
         "m" | "mb" | "mib" => 20,
@@ -39,13 +34,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses "90" or "90s", "30m", "12h", "2d" into a duration.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration"))?;
-    let seconds = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = number_and_unit(text, "duration")?;
+    let seconds = match unit.as_str() {
         "" | "s" => 1,
         "m" | "min" => 60,
         "h" => 3600,
@@ -55,6 +45,18 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     n.checked_mul(seconds)
         .map(std::time::Duration::from_secs)
         .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Splits "16K" into its number and its unit in lower case (16, "k"); `what` names the kind
+/// of argument in the error.
+fn number_and_unit(text: &str, what: &str) -> Result<(u64, String), String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a {what}"))?;
+    Ok((n, unit.trim().to_ascii_lowercase()))
 }
 
 /// Parses a share ratio: a finite number, 0 or more ("2", "1.5").
