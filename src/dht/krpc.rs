@@ -6,10 +6,11 @@
 
 use super::NodeId;
 use crate::bencode;
+use crate::compact;
 use crate::types::InfoHash;
 use serde_bencode::value::Value;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 /// Longest datagram read or accepted; real KRPC messages stay well under it.
 pub const MAX_PACKET: usize = 2048;
@@ -297,38 +298,32 @@ fn node_id(d: &Dict, key: &str) -> Option<NodeId> {
     Some(NodeId(b))
 }
 
-/// The compact form of an address and port: 6 bytes for IPv4, 18 for IPv6.
-pub fn compact_addr(a: &SocketAddr) -> Vec<u8> {
-    let mut out = match a.ip() {
-        IpAddr::V4(ip) => ip.octets().to_vec(),
-        IpAddr::V6(ip) => ip.octets().to_vec(),
-    };
-    out.extend_from_slice(&a.port().to_be_bytes());
+/// The compact form of an address and port (`crate::compact`): 6 bytes for IPv4, 18 for
+/// IPv6.
+fn compact_addr(a: &SocketAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(compact::V6_LEN);
+    compact::put(&mut out, *a);
     out
 }
 
 /// A compact address of either length; None for another length or an unusable address.
 fn parse_compact_addr(b: &[u8]) -> Option<SocketAddr> {
-    let (ip, port) = b.split_at_checked(b.len().checked_sub(2)?)?;
-    let ip = match ip.len() {
-        4 => IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(ip).ok()?)),
-        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(ip).ok()?)),
+    let ipv6 = match b.len() {
+        compact::V4_LEN => false,
+        compact::V6_LEN => true,
         _ => return None,
     };
-    let addr = SocketAddr::new(ip, u16::from_be_bytes([port[0], port[1]]));
-    usable(&addr).then_some(addr)
+    let mut one = Vec::with_capacity(1);
+    compact::read_into(b, ipv6, 1, &mut one).ok()?;
+    one.pop().filter(usable)
 }
 
-/// An address worth sending to: not port 0, not unspecified, broadcast or multicast, and
-/// for IPv6 not an IPv4-mapped one (an IPv4 node belongs in `nodes`).
+/// An address worth sending to: one a peer could dial (`compact::dialable`: a port, not
+/// unspecified, broadcast or multicast) and, for IPv6, not an IPv4-mapped one (an IPv4 node
+/// belongs in `nodes`).
 pub fn usable(a: &SocketAddr) -> bool {
-    let ip_ok = match a.ip() {
-        IpAddr::V4(ip) => !ip.is_unspecified() && !ip.is_broadcast() && !ip.is_multicast(),
-        IpAddr::V6(ip) => {
-            !ip.is_unspecified() && !ip.is_multicast() && ip.to_ipv4_mapped().is_none()
-        }
-    };
-    a.port() != 0 && ip_ok
+    let mapped = matches!(a.ip(), IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some());
+    compact::dialable(a) && !mapped
 }
 
 /// Compact node entries, all of one family (the caller splits them).
@@ -336,7 +331,7 @@ fn compact_nodes(nodes: &[Contact]) -> Vec<u8> {
     let mut out = Vec::new();
     for n in nodes {
         out.extend_from_slice(&n.id.0);
-        out.extend_from_slice(&compact_addr(&n.addr));
+        compact::put(&mut out, n.addr);
     }
     out
 }
@@ -355,6 +350,7 @@ fn parse_compact_nodes(b: &[u8], entry: usize) -> Vec<Contact> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn an_error_text_reads_back_the_same_once_re_encoded() {

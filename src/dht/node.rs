@@ -86,12 +86,13 @@ impl Dht {
     pub fn start(config: &DhtConfig) -> std::io::Result<Dht> {
         let own = NodeId::random();
         // Addresses are usable at once; host names are resolved by the maintenance tasks.
-        let (literal, names): (Vec<&String>, Vec<&String>) = config
-            .bootstrap
-            .iter()
-            .partition(|b| b.parse::<SocketAddr>().is_ok());
-        let literal: Vec<SocketAddr> = literal.iter().filter_map(|b| b.parse().ok()).collect();
-        let names: Vec<String> = names.into_iter().cloned().collect();
+        let (mut literal, mut names) = (Vec::new(), Vec::new());
+        for b in &config.bootstrap {
+            match b.parse::<SocketAddr>() {
+                Ok(addr) => literal.push(addr),
+                Err(_) => names.push(b.clone()),
+            }
+        }
         let mut dht = Dht {
             families: Vec::new(),
             tasks: Vec::new(),
@@ -152,28 +153,32 @@ impl Dht {
             .families
             .iter()
             .map(|f| Rc::clone(f).search(info_hash, announce_port));
-        let mut peers: Vec<SocketAddr> = Vec::new();
+        let mut peers = Vec::new();
         for found in futures_util::future::join_all(searches).await {
-            for p in found {
-                if !peers.contains(&p) {
-                    peers.push(p);
-                }
-            }
+            extend_unique(&mut peers, found);
         }
         peers
+    }
+}
+
+/// Appends the addresses of `more` that `peers` does not hold yet, in order.
+fn extend_unique(peers: &mut Vec<SocketAddr>, more: impl IntoIterator<Item = SocketAddr>) {
+    for p in more {
+        if !peers.contains(&p) {
+            peers.push(p);
+        }
     }
 }
 
 /// The sockets of a node bound to `bind` (see `DhtConfig::bind`). A host without IPv6
 /// costs the IPv6 node only.
 fn bind_sockets(bind: SocketAddr) -> std::io::Result<Vec<std::net::UdpSocket>> {
-    let SocketAddr::V6(v6) = bind else {
-        return Ok(vec![crate::net::bind_udp_one_family(bind)?]);
-    };
-    if !v6.ip().is_unspecified() {
+    let everywhere = matches!(bind, SocketAddr::V6(v6) if v6.ip().is_unspecified());
+    if !everywhere {
         return Ok(vec![crate::net::bind_udp_one_family(bind)?]);
     }
-    let v4 = crate::net::bind_udp_one_family(SocketAddr::from((Ipv4Addr::UNSPECIFIED, v6.port())))?;
+    let v4 =
+        crate::net::bind_udp_one_family(SocketAddr::from((Ipv4Addr::UNSPECIFIED, bind.port())))?;
     let port = v4.local_addr()?.port();
     let mut sockets = vec![v4];
     match crate::net::bind_udp_one_family(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
@@ -230,13 +235,9 @@ impl Inner {
             });
             futures_util::future::join_all(announces).await;
         }
-        let mut peers: Vec<SocketAddr> = lookup.peers().to_vec();
+        let mut peers = lookup.peers().to_vec();
         let stored = self.state.borrow().store.peers(&info_hash, Instant::now());
-        for p in stored {
-            if !peers.contains(&p) {
-                peers.push(p);
-            }
-        }
+        extend_unique(&mut peers, stored);
         peers
     }
 

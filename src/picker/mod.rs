@@ -31,8 +31,8 @@ use rand::{Rng, SeedableRng};
 /// and rare pieces are slow to get (libtorrent's and BitTorrent 4's heuristic).
 const RANDOM_FIRST_PIECES: u32 = 4;
 
-/// Sequential mode: how many untouched pieces past the first one a peer lacking them may
-/// be asked for instead, before its new piece is the usual rarest-first choice.
+/// Sequential mode: how many pieces from the first untouched one a peer lacking it may be
+/// asked for instead, before its new piece is the usual rarest-first choice.
 const SEQUENTIAL_REACH: usize = 4096;
 
 /// A connected peer, as the engine numbers them.
@@ -364,8 +364,9 @@ impl Picker {
         None
     }
 
-    /// Sequential mode: the first untouched piece `has` holds, looking at most
-    /// `SEQUENTIAL_REACH` untouched pieces ahead.
+    /// Sequential mode: the first untouched piece `has` holds among the `SEQUENTIAL_REACH`
+    /// pieces from the first untouched one (a bounded scan on every pick, however many
+    /// pieces we already have past it).
     fn first_untouched_fit(&mut self, has: &impl Fn(PieceIndex) -> bool) -> Option<PieceIndex> {
         let untouched = |r: &PieceRecord| r.state == PieceState::Untouched;
         let start = self.first_untouched as usize;
@@ -374,9 +375,10 @@ impl Picker {
             .take_while(|r| !untouched(r))
             .count();
         self.first_untouched += skipped as u32;
-        (self.first_untouched as usize..self.records.len())
+        let first = self.first_untouched as usize;
+        let end = self.records.len().min(first + SEQUENTIAL_REACH);
+        (first..end)
             .filter(|&i| untouched(&self.records[i]))
-            .take(SEQUENTIAL_REACH)
             .map(|i| PieceIndex(i as u32))
             .find(|&piece| has(piece))
     }

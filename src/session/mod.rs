@@ -487,8 +487,8 @@ async fn drive(
         .flatten();
     let mut last_tick = Instant::now();
     let mut last_save = Instant::now();
-    let mut finished = false;
-    let mut seeding_since = None;
+    // When every wanted piece was verified; None until then.
+    let mut completed_at: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = interval.tick() => {
@@ -502,10 +502,10 @@ async fn drive(
                 }
                 let progress = snapshot(&ctx.torrent.borrow());
                 on_progress(&progress);
-                if !finished {
+                if completed_at.is_none() {
                     ctx.storage.start_writeback();
                 }
-                if seeding_since.is_some_and(|at| config.seed_limit.reached(&progress, now - at)) {
+                if completed_at.is_some_and(|at| config.seed_limit.reached(&progress, now - at)) {
                     tracing::info!(ratio = progress.share_ratio(), "seed limit reached");
                     break;
                 }
@@ -514,8 +514,8 @@ async fn drive(
                     last_save = now;
                 }
             }
-            _ = complete.notified(), if !finished => {
-                finished = true;
+            _ = complete.notified(), if completed_at.is_none() => {
+                completed_at = Some(Instant::now());
                 // Every piece is verified now; the caller hears so before the closing flush.
                 on_progress(&snapshot(&ctx.torrent.borrow()));
                 finish_download(meta, config, ctx).await?;
@@ -529,7 +529,6 @@ async fn drive(
                 if !config.seed {
                     return Ok(Ending::Complete);
                 }
-                seeding_since = Some(Instant::now());
             }
             _ = ctx.fatal.notify.notified() => {
                 let message = ctx.fatal.get().unwrap_or_default();
@@ -542,7 +541,7 @@ async fn drive(
         }
     }
     save_resume(meta, config, ctx).await?;
-    Ok(if finished {
+    Ok(if completed_at.is_some() {
         Ending::Complete
     } else {
         Ending::Interrupted
