@@ -275,11 +275,11 @@ pub fn copy_from_chunks(chunks: &[Chunk], from: usize, dst: &mut [u8]) {
 ///
 /// # Panics
 /// If the chunks hold fewer than `from + len` bytes.
-pub fn for_each_part(
-    chunks: &[Chunk],
+pub fn for_each_part<'a>(
+    chunks: &'a [Chunk],
     from: usize,
     len: usize,
-    mut part: impl FnMut(&Chunk, std::ops::Range<usize>),
+    mut part: impl FnMut(&'a Chunk, std::ops::Range<usize>),
 ) {
     let mut skip = from;
     let mut want = len;

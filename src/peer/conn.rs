@@ -10,10 +10,11 @@ use super::handshake::{dial_encrypted, read_handshake};
 use super::inbox::{Event, Inbox};
 use super::outbox::{run_writer, Outbox};
 use crate::buffer::{BufferPool, PoolBuf, SizedPools};
+use crate::hash::CopyPlan;
 use crate::net::TcpStream;
 use crate::picker::PeerKey;
 use crate::ratelimit::RateLimit;
-use crate::storage::Storage;
+use crate::storage::{StagedWrite, Storage};
 use crate::torrent::{
     Dialler, DuplicateConnection, TailBytes, TailRead, Torrent, Violation, WriteJob,
 };
@@ -306,8 +307,20 @@ fn handle_events(
     }
     if !blocks.is_empty() {
         let (jobs, violation) = torrent.on_blocks(key, blocks, now);
-        for job in jobs {
-            tokio_uring::spawn(write_job(Rc::clone(ctx), job));
+        // Writes that can take their bounce buffer now get it filled by the hashing pass.
+        let mut staged: Vec<_> = (jobs.iter())
+            .map(|job| ctx.storage.stage(job.start, &job.chunks))
+            .collect();
+        let mut plan = CopyPlan::default();
+        for (job, stage) in jobs.iter().zip(&mut staged) {
+            if let Some(stage) = stage {
+                stage.plan_copy(&job.chunks, &mut plan);
+            }
+        }
+        torrent.hash_received(&mut plan);
+        plan.copy_rest();
+        for (job, stage) in jobs.into_iter().zip(staged) {
+            tokio_uring::spawn(write_job(Rc::clone(ctx), job, stage));
         }
         if let Some(v) = violation {
             return Err(v.into());
@@ -318,9 +331,13 @@ fn handle_events(
 }
 
 /// Writes one run of blocks, then starts verification of the pieces it completed.
-async fn write_job(ctx: Rc<ConnContext>, job: WriteJob) {
+async fn write_job(ctx: Rc<ConnContext>, job: WriteJob, staged: Option<StagedWrite>) {
     let started = Instant::now();
-    if let Err(e) = ctx.storage.write(job.start, job.chunks).await {
+    let written = match staged {
+        Some(staged) => ctx.storage.write_staged(staged, job.chunks).await,
+        None => ctx.storage.write(job.start, job.chunks).await,
+    };
+    if let Err(e) = written {
         ctx.fatal
             .set(format!("writing to {}: {e}", ctx.storage.path(0).display()));
         return;

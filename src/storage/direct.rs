@@ -12,7 +12,7 @@
 //! pages, so the block path still copies each byte once.
 
 use crate::buffer::{for_each_part, Chunk};
-use std::alloc::{alloc, dealloc, Layout as AllocLayout};
+use std::alloc::{alloc_zeroed, dealloc, Layout as AllocLayout};
 use std::ops::Range;
 
 /// Alignment of direct writes: offset, length and memory (the ext4 block and the page size;
@@ -98,8 +98,9 @@ impl AlignedBuf {
     pub fn with_capacity(cap: usize) -> AlignedBuf {
         let cap = (cap.max(1) as u64).next_multiple_of(DIRECT_ALIGN) as usize;
         let layout = Self::layout(cap);
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc(layout) };
+        // SAFETY: the layout has a non-zero size. Zeroed, so that every byte up to `cap` is
+        // initialised and `as_mut_slice` may hand it out.
+        let ptr = unsafe { alloc_zeroed(layout) };
         if ptr.is_null() {
             std::alloc::handle_alloc_error(layout);
         }
@@ -117,6 +118,20 @@ impl AlignedBuf {
     /// Bytes filled.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Makes the buffer `len` bytes long (keeping whatever those bytes hold), to be filled
+    /// through `as_mut_slice`.
+    pub fn set_len(&mut self, len: usize) {
+        assert!(len <= self.cap, "bounce buffer too small");
+        self.len = len;
+    }
+
+    /// The `len` bytes of the buffer.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the allocation is `cap >= len` bytes, all initialised (zeroed when made),
+        // and owned by `self`, which this borrow holds exclusively.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 
     /// Replaces the contents with `len` bytes of `chunks` starting `from` bytes in.

@@ -10,6 +10,7 @@
 
 mod direct;
 mod open_files;
+mod staged;
 mod write_path;
 
 use crate::buffer::{copy_from_chunks, cut_chunks, Chunk};
@@ -17,6 +18,7 @@ use crate::layout::Layout;
 use crate::metainfo::Info;
 use direct::{aligned_middle, AlignedBuf, BouncePool};
 use open_files::HandleTable;
+pub use staged::StagedWrite;
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -115,7 +117,7 @@ pub struct Storage {
     /// Bounds the writes in flight: each buffered write goes to an io-wq kernel worker, and
     /// many workers writing one file contend on its inode lock (measured: unbounded
     /// concurrency cost several CPU seconds per GiB in the kernel).
-    write_slots: tokio::sync::Semaphore,
+    write_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Storage {
@@ -141,7 +143,9 @@ impl Storage {
                 WritePaths::Adaptive { trial_bytes } => Some(WriteChooser::new(trial_bytes)),
                 _ => None,
             }),
-            write_slots: tokio::sync::Semaphore::new(config.write_paths.writes_in_flight()),
+            write_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                config.write_paths.writes_in_flight(),
+            )),
             config,
             dirty: RefCell::new(vec![false; n]),
         }
@@ -223,12 +227,7 @@ impl Storage {
             return Ok(had_middle.then_some(WritePath::Buffered));
         };
         let (from, to) = (middle.start as usize, middle.end as usize);
-        if from > 0 {
-            write_edge_now(handle, offset, &chunks, 0..from)?;
-        }
-        if to < len {
-            write_edge_now(handle, offset + middle.end, &chunks, to..len)?;
-        }
+        write_edges(handle, offset, &chunks, &(from..to))?;
         let mut bounce = self.bounce.borrow_mut().take(to - from);
         bounce.fill_from(&chunks, from, to - from);
         // The receive buffers go back to the pool now, not when the disk is done: they can
@@ -438,6 +437,24 @@ impl Storage {
 ///
 /// `range` is the edge's place in `chunks` (less than a page: `aligned_middle` leaves no more
 /// on either side); `offset` is where it goes in the file.
+/// Writes the bytes of `chunks` (a run at `offset` of the file) outside its aligned
+/// `middle`, through the page cache.
+fn write_edges(
+    handle: &File,
+    offset: u64,
+    chunks: &[Chunk],
+    middle: &std::ops::Range<usize>,
+) -> io::Result<()> {
+    let len: usize = chunks.iter().map(Chunk::len).sum();
+    if middle.start > 0 {
+        write_edge_now(handle, offset, chunks, 0..middle.start)?;
+    }
+    if middle.end < len {
+        write_edge_now(handle, offset + middle.end as u64, chunks, middle.end..len)?;
+    }
+    Ok(())
+}
+
 fn write_edge_now(
     handle: &File,
     offset: u64,

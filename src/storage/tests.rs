@@ -188,3 +188,79 @@ fn direct_and_buffered_writes_give_the_same_files() {
         });
     }
 }
+
+/// Runs staged as they arrive (their bounce buffers filled partly by hashing through a
+/// `CopyPlan`, partly by `copy_rest`) give the same files as plain writes; runs that cross a
+/// file boundary are not staged, and neither is one that finds every write slot taken.
+#[test]
+fn staged_writes_fill_their_bounce_buffers_through_the_hash_pass() {
+    use crate::hash::{sha1, CopyPlan, PieceHasher};
+    const BLOCK: usize = 16 << 10;
+    let sizes = [(10_000, false), (70_001, false), (50_000, false)];
+    let total: usize = sizes.iter().map(|s| s.0 as usize).sum();
+    let data: Vec<u8> = (0..total).map(|i| (i * 13 + i / 4096) as u8).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data = &data;
+    tokio_uring::start(async move {
+        let s = storage(dir.path(), &sizes, StorageConfig::default());
+        let pool = BufferPool::new(BLOCK, 16);
+        let mut hasher = PieceHasher::default();
+        let (mut staged, mut plain) = (0, 0);
+        for (run, from) in (0..total).step_by(2 * BLOCK).enumerate() {
+            let to = (from + 2 * BLOCK).min(total);
+            let mid = (from + BLOCK).min(to);
+            let chunks = vec![
+                chunk_of(&pool, &data[from..mid]),
+                chunk_of(&pool, &data[mid..to]),
+            ];
+            let one_file = s
+                .layout()
+                .segments_at(from as u64, (to - from) as u32)
+                .count()
+                == 1;
+            let Some(mut stage) = s.stage(from as u64, &chunks) else {
+                assert!(!one_file, "run {run} lies in one file but was not staged");
+                plain += 1;
+                hasher.update(&data[from..to]);
+                s.write(from as u64, chunks).await.unwrap();
+                continue;
+            };
+            assert!(one_file, "run {run} crosses files but was staged");
+            staged += 1;
+            let mut plan = CopyPlan::default();
+            stage.plan_copy(&chunks, &mut plan);
+            if run % 2 == 0 {
+                for c in &chunks {
+                    plan.hash_through(c.as_slice(), &mut hasher);
+                }
+            } else {
+                hasher.update(&data[from..to]);
+            }
+            plan.copy_rest();
+            s.write_staged(stage, chunks).await.unwrap();
+        }
+        assert!(staged >= 2 && plain >= 1, "{staged} staged, {plain} plain");
+        assert_eq!(
+            hasher.finish(),
+            sha1(data),
+            "the hash pass saw every byte once"
+        );
+        s.sync().await.unwrap();
+        let (res, buf) = s.read(0, total, Vec::new()).await;
+        res.unwrap();
+        assert!(buf == *data, "staged writes wrote other bytes");
+        assert!(s.direct_bytes() as usize > total / 2);
+
+        // 8 KiB at the start of the second file: two whole pages of it.
+        let chunks = vec![chunk_of(&pool, &data[10_000..18_192])];
+        let held: Vec<_> = (0..WritePaths::Direct.writes_in_flight())
+            .map(|_| s.stage(10_000, &chunks).expect("a free write slot"))
+            .collect();
+        assert!(
+            s.stage(10_000, &chunks).is_none(),
+            "staged past the write slots"
+        );
+        drop(held);
+        assert!(s.stage(10_000, &chunks).is_some());
+    });
+}

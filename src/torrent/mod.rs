@@ -17,6 +17,7 @@ pub use verify::{HashVerdict, TailBytes, Verifier};
 
 use crate::buffer::{cut_chunks, BufferPool, Chunk};
 use crate::choker::{Choker, ChokerConfig, Decision, PeerSnapshot};
+use crate::hash::CopyPlan;
 use crate::layout::Layout;
 use crate::metadata::{self, MetadataMessage};
 use crate::peer::extended;
@@ -766,6 +767,12 @@ impl Torrent {
             }
         }
         (self.coalesce_writes(accepted), violation)
+    }
+
+    /// Hashes the blocks `on_blocks` accepted in order (on the I/O thread, see `Verifier`),
+    /// making the copies `plan` holds for their bytes in the same pass.
+    pub fn hash_received(&self, plan: &mut CopyPlan) {
+        self.verifier.hash_fed(plan);
     }
 
     /// A block longer than one picker block (the answer to a REQUEST that covered several,

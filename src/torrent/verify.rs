@@ -1,15 +1,18 @@
 //! Piece verification for a download in progress. Blocks that arrive in order are fed to a
 //! running SHA-1 as they arrive, either right on the I/O thread while the bytes are still in
 //! its cache, or on a hashing thread chosen by piece index (so one piece's blocks are hashed
-//! in order); see `HashPlacement`. When the piece is complete and written, the hash is
+//! in order); see `HashPlacement`. On the I/O thread, the blocks of one socket read are
+//! hashed together once their writes are planned (`hash_fed`), so that the copy into the
+//! direct writes' bounce buffers is made by the hashing pass (`CopyPlan`). When the piece is complete and written, the hash is
 //! finished, after hashing any tail that could not be fed in order (blocks that arrived
 //! ahead of a gap and were not held by `reorder`: re-read from disk by the caller, and
 //! always hashed on a hashing thread). Verdicts come back on a channel that the
 //! I/O thread drains.
 
 use crate::buffer::Chunk;
-use crate::hash::{HashPlacement, HashPool, PieceHasher};
+use crate::hash::{CopyPlan, HashPlacement, HashPool, PieceHasher};
 use crate::types::PieceIndex;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -42,6 +45,8 @@ pub struct Verifier {
     expected: Arc<Vec<[u8; 20]>>,
     verdicts: mpsc::UnboundedSender<HashVerdict>,
     placement: HashPlacement,
+    /// Blocks fed on the I/O thread and not hashed yet, in the order they were fed.
+    fed: RefCell<Vec<(PieceIndex, Vec<Chunk>)>>,
 }
 
 impl Verifier {
@@ -62,12 +67,18 @@ impl Verifier {
             expected,
             verdicts: tx,
             placement,
+            fed: RefCell::default(),
         };
         (v, rx)
     }
 
-    /// Hashes the next in-order bytes of `piece`.
+    /// Hashes the next in-order bytes of `piece`: on the I/O thread at the next `hash_fed`
+    /// (or before the next `finish` or `discard`), else on its hashing thread.
     pub fn feed(&self, piece: PieceIndex, data: Vec<Chunk>) {
+        if self.placement == HashPlacement::IoThread {
+            self.fed.borrow_mut().push((piece, data));
+            return;
+        }
         let shards = Arc::clone(&self.shards);
         let shard = self.shard_of(piece);
         self.run(shard, true, move || {
@@ -79,9 +90,25 @@ impl Verifier {
         });
     }
 
+    /// Hashes the blocks fed on the I/O thread since the last call, in the order they were
+    /// fed; the copies `plan` has for their bytes are made in the same pass.
+    pub fn hash_fed(&self, plan: &mut CopyPlan) {
+        let fed = std::mem::take(&mut *self.fed.borrow_mut());
+        for (piece, data) in fed {
+            let mut map = self.shards.0[self.shard_of(piece)]
+                .lock()
+                .expect("hash shard lock");
+            let h = map.entry(piece.0).or_default();
+            for c in &data {
+                plan.hash_through(c.as_slice(), h);
+            }
+        }
+    }
+
     /// Finishes `piece`: hashes `tail` (the bytes after what was fed), compares, and sends
     /// the verdict.
     pub fn finish(&self, piece: PieceIndex, tail: Option<TailBytes>, since: Instant) {
+        self.hash_fed(&mut CopyPlan::default());
         let shards = Arc::clone(&self.shards);
         let shard = self.shard_of(piece);
         let expected = self.expected[piece.as_usize()];
@@ -103,6 +130,7 @@ impl Verifier {
 
     /// Forgets a piece's running hash (its data is being fetched again).
     pub fn discard(&self, piece: PieceIndex) {
+        self.hash_fed(&mut CopyPlan::default());
         let shards = Arc::clone(&self.shards);
         let shard = self.shard_of(piece);
         self.run(shard, true, move || {
