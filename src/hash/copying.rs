@@ -247,15 +247,10 @@ mod tests {
         Sha1::digest(data).into()
     }
 
+    /// Bytes that look random enough for a hash: bits 13-20 of a multiplicative hash.
     fn pseudo_random(len: usize, seed: u32) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
+        (0..len as u32)
+            .map(|i| ((i ^ seed).wrapping_mul(0x9E37_79B9) >> 13) as u8)
             .collect()
     }
 
