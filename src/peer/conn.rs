@@ -307,27 +307,33 @@ fn handle_events(
     }
     if !blocks.is_empty() {
         let (jobs, violation) = torrent.on_blocks(key, blocks, now);
-        // Writes that can take their bounce buffer now get it filled by the hashing pass.
-        let mut staged: Vec<_> = (jobs.iter())
-            .map(|job| ctx.storage.stage(job.start, &job.chunks))
-            .collect();
-        let mut plan = CopyPlan::default();
-        for (job, stage) in jobs.iter().zip(&mut staged) {
-            if let Some(stage) = stage {
-                stage.plan_copy(&job.chunks, &mut plan);
-            }
-        }
-        torrent.hash_received(&mut plan);
-        plan.copy_rest();
-        for (job, stage) in jobs.into_iter().zip(staged) {
-            tokio_uring::spawn(write_job(Rc::clone(ctx), job, stage));
-        }
+        start_writes(ctx, &torrent, jobs);
         if let Some(v) = violation {
             return Err(v.into());
         }
     }
     torrent.refill_requests(key, now);
     Ok(())
+}
+
+/// Hashes the blocks just accepted and starts the writes of their runs. A run that can take
+/// a write slot and its bounce buffer now is staged, and the hashing pass fills the buffer
+/// (`CopyPlan`); the others copy when their write task runs.
+fn start_writes(ctx: &Rc<ConnContext>, torrent: &Torrent, jobs: Vec<WriteJob>) {
+    let mut staged: Vec<_> = (jobs.iter())
+        .map(|job| ctx.storage.stage(job.start, &job.chunks))
+        .collect();
+    let mut plan = CopyPlan::default();
+    for (job, stage) in jobs.iter().zip(&mut staged) {
+        if let Some(stage) = stage {
+            stage.plan_copy(&job.chunks, &mut plan);
+        }
+    }
+    torrent.hash_received(&mut plan);
+    plan.copy_rest();
+    for (job, stage) in jobs.into_iter().zip(staged) {
+        tokio_uring::spawn(write_job(Rc::clone(ctx), job, stage));
+    }
 }
 
 /// Writes one run of blocks, then starts verification of the pieces it completed.

@@ -425,18 +425,6 @@ impl Storage {
     }
 }
 
-/// Writes the unaligned head or tail of a direct write (less than one page) through the page
-/// cache with a plain pwrite, on this thread. ext4 cannot take a buffered write without
-/// blocking, so io_uring hands every one to an io-wq worker: in a torrent whose files do not
-/// start on 4 KiB boundaries, each direct write has such an edge at both ends, and each edge
-/// cost a worker wake-up and two context switches (`perf/compare --size 1G --files 200
-/// --piece 256K --pairs libtorrent:spate`, 6c0cd84: 5.4 switches per MiB against 0.01 for one
-/// aligned file, 1.56 CPU s/GiB against 1.09). The page is normally cached already (its other
-/// part was written the same way, or the extent is unwritten and needs no read), so the call
-/// costs a few microseconds.
-///
-/// `range` is the edge's place in `chunks` (less than a page: `aligned_middle` leaves no more
-/// on either side); `offset` is where it goes in the file.
 /// Writes the bytes of `chunks` (a run at `offset` of the file) outside its aligned
 /// `middle`, through the page cache.
 fn write_edges(
@@ -455,6 +443,18 @@ fn write_edges(
     Ok(())
 }
 
+/// Writes the unaligned head or tail of a direct write (less than one page) through the page
+/// cache with a plain pwrite, on this thread. ext4 cannot take a buffered write without
+/// blocking, so io_uring hands every one to an io-wq worker: in a torrent whose files do not
+/// start on 4 KiB boundaries, each direct write has such an edge at both ends, and each edge
+/// cost a worker wake-up and two context switches (`perf/compare --size 1G --files 200
+/// --piece 256K --pairs libtorrent:spate`, 6c0cd84: 5.4 switches per MiB against 0.01 for one
+/// aligned file, 1.56 CPU s/GiB against 1.09). The page is normally cached already (its other
+/// part was written the same way, or the extent is unwritten and needs no read), so the call
+/// costs a few microseconds.
+///
+/// `range` is the edge's place in `chunks` (less than a page: `aligned_middle` leaves no more
+/// on either side); `offset` is where it goes in the file.
 fn write_edge_now(
     handle: &File,
     offset: u64,

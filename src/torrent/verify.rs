@@ -3,10 +3,10 @@
 //! its cache, or on a hashing thread chosen by piece index (so one piece's blocks are hashed
 //! in order); see `HashPlacement`. On the I/O thread, the blocks of one socket read are
 //! hashed together once their writes are planned (`hash_fed`), so that the copy into the
-//! direct writes' bounce buffers is made by the hashing pass (`CopyPlan`). When the piece is complete and written, the hash is
-//! finished, after hashing any tail that could not be fed in order (blocks that arrived
-//! ahead of a gap and were not held by `reorder`: re-read from disk by the caller, and
-//! always hashed on a hashing thread). Verdicts come back on a channel that the
+//! direct writes' bounce buffers is made by the hashing pass (`CopyPlan`). When the piece is
+//! complete and written, the hash is finished, after hashing any tail that could not be fed
+//! in order (blocks that arrived ahead of a gap and were not held by `reorder`: re-read from
+//! disk by the caller, and always hashed on a hashing thread). Verdicts come back on a channel that the
 //! I/O thread drains.
 
 use crate::buffer::Chunk;
