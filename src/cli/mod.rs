@@ -106,12 +106,16 @@ fn raise_open_file_limit() {
 }
 
 /// Logs go to stderr, filtered by SPATE_LOG (e.g. `SPATE_LOG=debug`); warnings by default.
+/// Colours only on a terminal (not in a file or a pipe) and never with NO_COLOR set.
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SPATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
 }
 

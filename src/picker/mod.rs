@@ -237,12 +237,11 @@ impl Picker {
     /// pieces must have been reported with `peer_has_pieces`/`peer_has_piece`.
     ///
     /// Order: blocks of started pieces (those `peer` started first), then a new piece
-    /// (random while we have fewer than 4 pieces, else rarest-first with random ties),
-    /// then in endgame blocks other peers hold, fewest holders first.
+    /// (random while we have fewer than 4 pieces, else rarest-first with random ties).
+    /// Never a block another peer holds: that is `pick_duplicates`, in endgame.
     ///
     /// Cost: O(blocks returned + open pieces + availability buckets) for a seed; a peer
-    /// lacking many pieces may scan the untouched pieces of its rarest buckets. Endgame
-    /// picks scan the blocks in flight.
+    /// lacking many pieces may scan the untouched pieces of its rarest buckets.
     pub fn pick_blocks(
         &mut self,
         peer: PeerKey,
@@ -295,8 +294,25 @@ impl Picker {
             let index = self.start_piece(piece, peer);
             self.reserve_free_blocks(index, peer, limit, out);
         }
-        if out.len() < limit && self.in_endgame() {
-            self.reserve_endgame_duplicates(peer, &has, limit, out);
+    }
+
+    /// Endgame (`in_endgame`): up to `max` blocks that other peers hold and `peer` does not,
+    /// fewest holders first, so that a slow peer's last blocks do not hold up the end. The
+    /// first to arrive wins; the others are cancelled (`BlockReceived::Accepted`). The
+    /// caller decides how many copies a peer may take (the torrent gives one at a time, to
+    /// a peer with nothing else in flight, as libtorrent does: each copy is a block paid for
+    /// twice). Nothing outside endgame. Cost: a scan of the blocks in flight.
+    pub fn pick_duplicates(
+        &mut self,
+        peer: PeerKey,
+        peer_has: impl Fn(PieceIndex) -> bool,
+        peer_is_seed: bool,
+        max: usize,
+        out: &mut Vec<BlockRef>,
+    ) {
+        if self.in_endgame() {
+            let has = |piece: PieceIndex| peer_is_seed || peer_has(piece);
+            self.reserve_endgame_duplicates(peer, &has, out.len() + max, out);
         }
     }
 

@@ -162,30 +162,38 @@ impl Model {
         }
     }
 
-    /// Picks for `key` and checks what came back against the rules.
+    /// Picks for `key` as the torrent does (new blocks; in endgame, when there are none,
+    /// copies of blocks others hold) and checks what came back against the rules.
     fn pick(&mut self, key: PeerKey, max: usize) {
         let was_endgame = self.picker.in_endgame();
         let peer = &self.peers[&key];
-        let mut out = Vec::new();
         let has = |p: PieceIndex| peer.has[p.as_usize()];
-        self.picker.pick_blocks(key, has, peer.seed, max, &mut out);
-        assert!(out.len() <= max);
-        let mut seen_duplicate = false;
-        for block in &out {
+        let mut fresh = Vec::new();
+        self.picker
+            .pick_blocks(key, has, peer.seed, max, &mut fresh);
+        let mut copies = Vec::new();
+        if fresh.is_empty() {
+            self.picker
+                .pick_duplicates(key, has, peer.seed, max, &mut copies);
+        }
+        assert!(fresh.len() <= max && copies.len() <= max);
+        let held_by_others = |b: &BlockRef| self.peers.values().any(|p| p.held.contains(b));
+        for block in fresh.iter().chain(&copies) {
             assert!(peer.has[block.piece.as_usize()], "{key:?} lacks {block:?}");
             assert!(!peer.held.contains(block), "{block:?} twice to {key:?}");
-            let taken = self.peers.values().any(|p| p.held.contains(block));
-            assert!(
-                !seen_duplicate || taken || was_endgame,
-                "fresh block after a duplicate"
-            );
-            seen_duplicate |= taken;
         }
         assert!(
-            !seen_duplicate || self.picker.in_endgame(),
-            "duplicate outside endgame"
+            !fresh.iter().any(held_by_others),
+            "pick_blocks handed out a block another peer holds"
         );
-        self.peers.get_mut(&key).unwrap().held.extend(out);
+        assert!(
+            copies.iter().all(held_by_others),
+            "pick_duplicates handed out a block nobody holds"
+        );
+        assert!(copies.is_empty() || was_endgame, "copies outside endgame");
+        let held = &mut self.peers.get_mut(&key).unwrap().held;
+        held.extend(fresh);
+        held.extend(copies);
     }
 
     fn deliver_nth(&mut self, key: PeerKey, n: usize, corrupt: bool) {

@@ -42,6 +42,13 @@ fn pick_as_seed(p: &mut Picker, peer: PeerKey, max: usize) -> Vec<BlockRef> {
     out
 }
 
+fn pick_copies(p: &mut Picker, peer: PeerKey, max: usize) -> Vec<BlockRef> {
+    let mut out = Vec::new();
+    p.pick_duplicates(peer, |_| false, true, max, &mut out);
+    p.check_invariants();
+    out
+}
+
 fn pick_with(p: &mut Picker, peer: PeerKey, has: &[u32], max: usize) -> Vec<BlockRef> {
     let mut out = Vec::new();
     p.pick_blocks(peer, |piece| has.contains(&piece.0), false, max, &mut out);
@@ -189,17 +196,25 @@ fn no_block_is_reserved_twice_outside_endgame() {
 #[test]
 fn endgame_duplicates_fewest_holders_first_and_cancels_the_rest() {
     let mut p = setup_blocks("22", 2, 1);
+    assert!(
+        pick_copies(&mut p, A, 10).is_empty(),
+        "no copies before endgame"
+    );
     let all = pick_as_seed(&mut p, A, 10);
     assert_eq!(all.len(), 4);
     assert!(p.in_endgame());
-    let b1 = pick_as_seed(&mut p, B, 1);
-    let c1 = pick_as_seed(&mut p, C, 1);
+    assert!(
+        pick_as_seed(&mut p, B, 10).is_empty(),
+        "a plain pick never hands out a block another peer holds"
+    );
+    let b1 = pick_copies(&mut p, B, 1);
+    let c1 = pick_copies(&mut p, C, 1);
     assert_ne!(b1, c1, "C gets a block with one holder, not B's with two");
     assert!(
-        pick_as_seed(&mut p, A, 10).is_empty(),
+        pick_copies(&mut p, A, 10).is_empty(),
         "never twice to the same peer"
     );
-    let b_rest = pick_as_seed(&mut p, B, 10);
+    let b_rest = pick_copies(&mut p, B, 10);
     assert_eq!(b_rest.len(), 3);
     assert!(!b_rest.contains(&b1[0]));
     let (_, mut cancel) = accept(&mut p, c1[0], B);

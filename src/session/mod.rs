@@ -252,6 +252,8 @@ pub struct Report {
     pub direct_bytes: u64,
     /// Bytes read back from disk to finish hashing pieces whose blocks arrived out of order.
     pub reread_bytes: u64,
+    /// Payload bytes received that were no longer wanted (endgame copies, late blocks).
+    pub wasted_bytes: u64,
     /// REQUEST messages sent.
     pub request_messages: u64,
     /// Peer addresses learned through peer exchange.
@@ -444,6 +446,7 @@ async fn run_torrent(
         peers_banned: t.stats.peers_banned,
         direct_bytes: storage.direct_bytes(),
         reread_bytes: t.stats.reread_bytes,
+        wasted_bytes: t.stats.wasted_bytes,
         request_messages: t.stats.request_messages,
         peers_from_pex: t.stats.peers_from_pex,
         web_seed_bytes: t.stats.web_seed_bytes,

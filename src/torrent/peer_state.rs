@@ -192,6 +192,17 @@ impl PeerState {
         Some(SocketAddr::new(self.addr.ip(), port))
     }
 
+    /// Logs (at debug level) what it sent us and what we sent it, in payload bytes.
+    pub fn log_totals(&self, why: &'static str) {
+        tracing::debug!(
+            addr = %self.addr,
+            downloaded = self.download.total(),
+            uploaded = self.upload.total(),
+            why,
+            "peer totals"
+        );
+    }
+
     pub fn is_seed(&self) -> bool {
         self.has_count as usize == self.has.len()
     }

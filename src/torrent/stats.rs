@@ -25,8 +25,9 @@ pub struct Stats {
     /// Peers disconnected for breaking the protocol.
     pub peers_dropped: u32,
     pub peers_banned: u32,
-    /// Blocks received twice (endgame) or not requested.
-    pub wasted_blocks: u32,
+    /// Payload bytes of blocks that came when no longer wanted: endgame copies that lost the
+    /// race, blocks asked for again elsewhere after a choke or timeout.
+    pub wasted_bytes: u64,
     /// Pieces we had that could no longer be read from disk.
     pub pieces_lost: u32,
     /// Bytes read back from disk to finish a piece's hash (blocks that arrived out of order).
@@ -51,7 +52,7 @@ impl Default for Stats {
             hash_failures: 0,
             peers_dropped: 0,
             peers_banned: 0,
-            wasted_blocks: 0,
+            wasted_bytes: 0,
             pieces_lost: 0,
             reread_bytes: 0,
             request_messages: 0,
