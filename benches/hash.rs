@@ -31,7 +31,9 @@ fn sha1_sizes(c: &mut Criterion) {
 
 /// What a download does with each block: hash it and copy it into the aligned buffer of its
 /// direct write. Apart (RustCrypto's digest, then a copy) against spate's `Sha1State`
-/// hashing alone and hashing while it copies, over a 1 MiB receive buffer's worth of data.
+/// hashing alone and hashing while it copies, over a 1 MiB receive buffer's worth of data;
+/// and hashing while copying into a cold destination, one of 32 buffers of 1 MiB in turn, as
+/// a download's 32 direct writes in flight have.
 fn sha1_and_copy(c: &mut Criterion) {
     let mut group = c.benchmark_group("sha1+copy");
     let size = 1usize << 20;
@@ -49,6 +51,17 @@ fn sha1_and_copy(c: &mut Criterion) {
         b.iter(|| {
             let mut h = Sha1State::default();
             h.update(&data);
+            h.finish()
+        })
+    });
+    let mut cold = vec![0u8; 32 * size];
+    let mut next = 0;
+    group.bench_function("spate hash while copying, cold destination", |b| {
+        b.iter(|| {
+            let dst = &mut cold[next * size..(next + 1) * size];
+            next = (next + 1) % 32;
+            let mut h = Sha1State::default();
+            h.update_copying(&data, dst);
             h.finish()
         })
     });
