@@ -44,9 +44,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         let mb_s = report.payload_bytes as f64 / secs / 1e6;
         total += mb_s;
         println!(
-            "leecher {i}: {:.2} s, {mb_s:.1} MB/s (uploaded {} to the other leechers)",
+            "leecher {i}: {:.2} s, {mb_s:.1} MB/s (uploaded {} to the other leechers, {} \
+             received twice)",
             secs,
-            human_bytes(l.report.progress.uploaded)
+            human_bytes(l.report.progress.uploaded),
+            human_bytes(l.report.wasted_bytes)
         );
         for line in &l.report.stats_lines {
             println!("  {line}");
