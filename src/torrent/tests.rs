@@ -365,6 +365,56 @@ fn aria2_is_asked_for_several_blocks_per_request_and_its_answers_are_split() {
     ));
 }
 
+/// Requests in flight to `key`, in the order sent.
+fn in_flight(t: &Torrent, key: PeerKey) -> Vec<BlockRef> {
+    t.peer(key)
+        .unwrap()
+        .requests
+        .iter()
+        .map(|(b, _)| *b)
+        .collect()
+}
+
+#[test]
+fn endgame_copies_go_one_at_a_time_to_peers_with_nothing_in_flight() {
+    let mut t = torrent(2, &[]);
+    let now = Instant::now();
+    let (a, a_out) = peer_at(&mut t, "127.0.0.1:7001", Dialler::Us);
+    let (b, _) = peer_at(&mut t, "127.0.0.1:7002", Dialler::Us);
+    for key in [a, b] {
+        t.on_message(key, Inbound::Bitfield(vec![0xc0]), now)
+            .unwrap();
+    }
+    t.on_message(a, Inbound::Unchoke, now).unwrap();
+    let a_blocks = in_flight(&t, a);
+    assert_eq!(a_blocks.len(), 4, "A holds every block: endgame");
+    t.on_message(b, Inbound::Unchoke, now).unwrap();
+    let copy = in_flight(&t, b);
+    assert_eq!(copy.len(), 1, "one copy for B, not four");
+    t.refill_requests(b, now);
+    assert_eq!(in_flight(&t, b), copy, "no second copy while one is out");
+    // B's copy wins: A is told to cancel it, and B, idle again, gets the next copy.
+    let sent_to_a = a_out.queued_bytes();
+    let won = ReceivedBlock {
+        block: copy[0],
+        data: bytes(copy[0].len as usize),
+    };
+    assert!(t.on_blocks(b, vec![won], now).1.is_none());
+    assert_eq!(a_out.queued_bytes(), sent_to_a + 17, "a CANCEL to A");
+    assert!(!in_flight(&t, a).contains(&copy[0]));
+    t.refill_requests(b, now); // as the connection does after each read
+    let next = in_flight(&t, b);
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0], copy[0]);
+    // A's copy of that block, already on its way, is counted as waste, not held against A.
+    let late = ReceivedBlock {
+        block: copy[0],
+        data: bytes(copy[0].len as usize),
+    };
+    assert!(t.on_blocks(a, vec![late], now).1.is_none());
+    assert_eq!(t.stats.wasted_bytes, u64::from(copy[0].len));
+}
+
 #[test]
 fn other_peers_get_one_block_per_request() {
     let mut t = torrent(8, &[]);
