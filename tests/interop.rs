@@ -36,6 +36,18 @@ struct Swarm {
 
 impl Swarm {
     fn new(files: &[(&str, usize)], top: &str) -> Swarm {
+        Swarm::made_by(files, top, |src, torrent| {
+            create_torrent(src, torrent, &["--piece-size", "256K"])
+        })
+    }
+
+    /// Writes `files` for the seeder; `make(top folder or file, torrent path)` writes the
+    /// torrent and returns its v1 info-hash.
+    fn made_by(
+        files: &[(&str, usize)],
+        top: &str,
+        make: impl FnOnce(&std::path::Path, &std::path::Path) -> String,
+    ) -> Swarm {
         let root = tempdir();
         let seed_dir = root.path().join("seed");
         let leech_dir = root.path().join("leech");
@@ -43,7 +55,7 @@ impl Swarm {
         std::fs::create_dir_all(&leech_dir).unwrap();
         write_tree(&seed_dir, files);
         let torrent = root.path().join("t.torrent");
-        let info_hash = create_torrent(&seed_dir.join(top), &torrent, &["--piece-size", "256K"]);
+        let info_hash = make(&seed_dir.join(top), &torrent);
         Swarm {
             torrent,
             info_hash,
@@ -138,7 +150,7 @@ impl Swarm {
 /// `start` runs client X as the seeder; spate downloads from it (dialling X's port).
 /// Returns spate's JSON report.
 fn x_seeds_spate_downloads<C: Client>(
-    swarm: Swarm,
+    swarm: &Swarm,
     start: impl FnOnce(&Job) -> C,
 ) -> serde_json::Value {
     let began = Instant::now();
@@ -240,7 +252,7 @@ fn wait_for_leecher<C: Client>(swarm: &Swarm, mut leecher: C, seeder: SpateSeede
 fn libtorrent_seeds_spate_downloads() {
     let swarm = Swarm::single_file();
     let blocks = blocks_in(&swarm);
-    let report = x_seeds_spate_downloads(swarm, |job| Libtorrent::start(job, &[]));
+    let report = x_seeds_spate_downloads(&swarm, |job| Libtorrent::start(job, &[]));
     let requests = report["request_messages"].as_u64().unwrap();
     assert!(
         requests >= blocks,
@@ -251,7 +263,7 @@ fn libtorrent_seeds_spate_downloads() {
 #[test]
 fn libtorrent_seeds_spate_downloads_multi_file() {
     let swarm = Swarm::multi_file();
-    x_seeds_spate_downloads(swarm, |job| Libtorrent::start(job, &[]));
+    x_seeds_spate_downloads(&swarm, |job| Libtorrent::start(job, &[]));
 }
 
 #[test]
@@ -509,7 +521,7 @@ fn magnet_link(swarm: &Swarm, port: u16) -> PathBuf {
 /// it again with MSE and download.
 #[test]
 fn libtorrent_seeds_with_mse_forced_spate_downloads() {
-    x_seeds_spate_downloads(Swarm::single_file(), |job| {
+    x_seeds_spate_downloads(&Swarm::single_file(), |job| {
         Libtorrent::start_with(job, &[], &["--encryption", "forced"])
     });
 }
@@ -518,7 +530,7 @@ fn libtorrent_seeds_with_mse_forced_spate_downloads() {
 
 #[test]
 fn transmission_seeds_spate_downloads() {
-    x_seeds_spate_downloads(Swarm::single_file(), Transmission::start);
+    x_seeds_spate_downloads(&Swarm::single_file(), Transmission::start);
 }
 
 #[test]
@@ -534,7 +546,7 @@ fn spate_seeds_transmission_downloads() {
 fn aria2_seeds_spate_downloads() {
     let swarm = Swarm::single_file();
     let blocks = blocks_in(&swarm);
-    let report = x_seeds_spate_downloads(swarm, Aria2::start);
+    let report = x_seeds_spate_downloads(&swarm, Aria2::start);
     let requests = report["request_messages"].as_u64().unwrap();
     assert!(
         requests * 3 <= blocks,
@@ -553,7 +565,7 @@ fn spate_seeds_aria2_downloads() {
 
 #[test]
 fn qbittorrent_seeds_spate_downloads() {
-    x_seeds_spate_downloads(Swarm::single_file(), Qbittorrent::start);
+    x_seeds_spate_downloads(&Swarm::single_file(), Qbittorrent::start);
 }
 
 #[test]
@@ -601,7 +613,7 @@ fn spate_seeds_transmission_downloads_from_a_magnet_link() {
 
 #[test]
 fn rqbit_seeds_spate_downloads() {
-    x_seeds_spate_downloads(Swarm::single_file(), |job| Rqbit::start(job, &[]));
+    x_seeds_spate_downloads(&Swarm::single_file(), |job| Rqbit::start(job, &[]));
 }
 
 #[test]
@@ -619,6 +631,91 @@ fn spate_seeds_rqbit_dials_in() {
     spate_seeds_x_dials_in(Swarm::single_file(), |job, spate| {
         Rqbit::start(job, &[spate])
     });
+}
+
+// ---- BitTorrent v2 ----------------------------------------------------------------------
+
+/// libtorrent 2.0 makes hybrid torrents by default: BEP 52's v2 file tree next to the v1
+/// pieces, every file but the last padded to a piece boundary by a BEP 47 padding file.
+const HYBRID_TORRENT: &str = r#"
+import sys, libtorrent as lt
+src, out = sys.argv[1], sys.argv[2]
+fs = lt.file_storage()
+lt.add_files(fs, src)
+ct = lt.create_torrent(fs, 256 * 1024)
+lt.set_piece_hashes(ct, src.rsplit("/", 1)[0])
+open(out, "wb").write(lt.bencode(ct.generate()))
+info = lt.torrent_info(out)
+assert info.info_hashes().has_v1() and info.info_hashes().has_v2(), "not hybrid"
+print(info.info_hashes().v1)
+"#;
+
+/// Three files in a hybrid torrent made by libtorrent.
+fn hybrid_swarm() -> Swarm {
+    let files = [
+        ("hybrid/a.bin", 3 * PIECE + 1_000),
+        ("hybrid/sub/b.bin", 50_000),
+        ("hybrid/z.bin", PIECE + 7),
+    ];
+    Swarm::made_by(&files, "hybrid", |src, torrent| {
+        let out = std::process::Command::new(PYTHON_WITH_LIBTORRENT)
+            .args(["-c", HYBRID_TORRENT, path_str(src), path_str(torrent)])
+            .output()
+            .expect("running python3 with libtorrent");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    })
+}
+
+/// A hybrid torrent libtorrent made and seeds: spate downloads it by its v1 info-hash and
+/// writes the real files only, no padding.
+#[test]
+fn libtorrent_seeds_a_hybrid_torrent_spate_downloads() {
+    let swarm = hybrid_swarm();
+    x_seeds_spate_downloads(&swarm, |job| Libtorrent::start(job, &[]));
+    let written = walk(&swarm.leech_dir);
+    assert_eq!(
+        written,
+        ["hybrid/a.bin", "hybrid/sub/b.bin", "hybrid/z.bin"],
+        "only the real files"
+    );
+}
+
+/// spate seeds a hybrid torrent (its padding served as zeros, never read from disk) to
+/// libtorrent, which checks what it gets against the torrent's hashes.
+#[test]
+fn spate_seeds_a_hybrid_torrent_libtorrent_downloads() {
+    spate_seeds_x_downloads(hybrid_swarm(), |job| Libtorrent::start(job, &[]));
+}
+
+/// Relative paths of the files under `root`, sorted; spate's own `.spate` folder left out.
+fn walk(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel == ".spate" {
+                continue;
+            }
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 // ---- Several clients at once -----------------------------------------------------------

@@ -44,6 +44,7 @@ fn torrent_json(m: &Metainfo) -> serde_json::Value {
         "name": m.info.name,
         "info_hash": m.info_hash.to_hex(),
         "total_length": m.info.total_length,
+        "padding_bytes": padding_bytes(&m.info),
         "piece_length": m.info.piece_length,
         "piece_count": m.info.piece_count(),
         "private": m.info.private,
@@ -56,15 +57,26 @@ fn torrent_json(m: &Metainfo) -> serde_json::Value {
     })
 }
 
+/// Bytes of BEP 47 padding files: hashed as zeros, never written.
+fn padding_bytes(info: &crate::metainfo::Info) -> u64 {
+    info.files.iter().filter(|f| f.pad).map(|f| f.length).sum()
+}
+
 fn print_torrent(m: &Metainfo) {
     let i = &m.info;
     println!("name:        {}", i.name);
     println!("info-hash:   {}", m.info_hash);
-    println!(
-        "total size:  {} ({} bytes)",
-        human_bytes(i.total_length),
-        i.total_length
-    );
+    let padding = padding_bytes(i);
+    let content = i.total_length - padding;
+    if padding == 0 {
+        println!("total size:  {} ({content} bytes)", human_bytes(content));
+    } else {
+        println!(
+            "total size:  {} ({content} bytes in files; {} with {padding} bytes of BEP 47 padding)",
+            human_bytes(content),
+            i.total_length
+        );
+    }
     println!("piece size:  {}", human_bytes(i.piece_length.into()));
     println!("pieces:      {}", i.piece_count());
     println!("private:     {}", if i.private { "yes" } else { "no" });

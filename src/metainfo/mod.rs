@@ -33,6 +33,11 @@ pub enum MetainfoError {
     TooBig { size: usize },
     #[error("{field} is missing")]
     Missing { field: &'static str },
+    #[error(
+        "this is a BitTorrent v2-only torrent (BEP 52, no info.pieces); spate reads v1 and \
+         hybrid torrents"
+    )]
+    V2Only,
     #[error("{field} is not {expected}")]
     WrongType {
         field: &'static str,
@@ -222,9 +227,17 @@ fn parse_info(value: &Value) -> Result<Info, MetainfoError> {
             value: piece_length,
         });
     }
-    let pieces_raw = get_bytes(d, "pieces", "info.pieces")?.ok_or(MetainfoError::Missing {
-        field: "info.pieces",
-    })?;
+    let pieces_raw = match get_bytes(d, "pieces", "info.pieces")? {
+        Some(raw) => raw,
+        None if get_int(d, "meta version", "info.meta version")? == Some(2) => {
+            return Err(MetainfoError::V2Only)
+        }
+        None => {
+            return Err(MetainfoError::Missing {
+                field: "info.pieces",
+            })
+        }
+    };
     if pieces_raw.len() % 20 != 0 {
         return Err(MetainfoError::PiecesLength {
             len: pieces_raw.len(),

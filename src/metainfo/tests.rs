@@ -69,6 +69,15 @@ fn error_of(bytes: &[u8]) -> String {
 #[test]
 fn refusals_name_the_problem() {
     assert_eq!(
+        error_of(b"d4:infod9:file treede12:meta versioni2e4:name1:x12:piece lengthi16384eee"),
+        "this is a BitTorrent v2-only torrent (BEP 52, no info.pieces); spate reads v1 and \
+         hybrid torrents"
+    );
+    assert_eq!(
+        error_of(b"d4:infod6:lengthi1e4:name1:x12:piece lengthi16eee"),
+        "info.pieces is missing"
+    );
+    assert_eq!(
         error_of(b"d4:infod6:lengthi1e4:name1:x12:piece lengthi16e6:pieces41:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxee"),
         "info.pieces is 41 bytes, not a multiple of 20"
     );
