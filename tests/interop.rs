@@ -676,6 +676,20 @@ fn hybrid_swarm() -> Swarm {
 #[test]
 fn libtorrent_seeds_a_hybrid_torrent_spate_downloads() {
     let swarm = hybrid_swarm();
+    let out = run_spate(&["info", path_str(&swarm.torrent), "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let padding = info["padding_bytes"].as_u64().unwrap();
+    assert!(padding > 0, "libtorrent pads a hybrid's files: {info}");
+    assert_eq!(
+        info["total_length"].as_u64().unwrap() - padding,
+        swarm.total_bytes(),
+        "the files and their padding make the torrent: {info}"
+    );
     x_seeds_spate_downloads(&swarm, |job| Libtorrent::start(job, &[]));
     let written = walk(&swarm.leech_dir);
     assert_eq!(

@@ -50,6 +50,7 @@ fn multi_file_round_trip_agrees_with_other_clients() {
     assert_eq!(info["name"], "data");
     assert_eq!(info["piece_count"], 5);
     assert_eq!(info["total_length"], 4 * PIECE as u64 + 1);
+    assert_eq!(info["padding_bytes"], 0);
     let paths: Vec<&str> = info["files"]
         .as_array()
         .unwrap()
