@@ -64,7 +64,7 @@ fn storage_write(
     in_flight: usize,
     how: WriteWay,
 ) -> Duration {
-    tokio_uring::start(async {
+    spate::runtime::start(async {
         let storage = storage_at(path, total, how);
         let pool = BufferPool::new(BLOCK * blocks_per_write, in_flight + 1);
         let write_len = (BLOCK * blocks_per_write) as u64;
@@ -95,7 +95,7 @@ fn storage_write(
 }
 
 fn storage_read(path: &Path, total: u64, in_flight: usize) -> Duration {
-    tokio_uring::start(async {
+    spate::runtime::start(async {
         let storage = storage_at(path, total, WriteWay::Buffered);
         let start = Instant::now();
         let mut ops = FuturesUnordered::new();

@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn both_ends_of_a_peer_connection_are_tuned() {
-        tokio_uring::start(async {
+        crate::runtime::start(async {
             let bound = BoundSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
             let addr = bound.local_addr().unwrap();
             let listener = bound.listen().unwrap();
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn listening_on_every_address_takes_ipv4_and_ipv6_peers() {
-        tokio_uring::start(async {
+        crate::runtime::start(async {
             let bound = BoundSocket::bind("[::]:0".parse().unwrap()).unwrap();
             let port = bound.local_addr().unwrap().port();
             let listener = bound.listen().unwrap();

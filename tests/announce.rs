@@ -1,7 +1,7 @@
 //! The tracker client against fake trackers on loopback: minimal HTTP/1.1 servers on tokio
 //! TcpListeners that answer with canned responses (compact peers, status 500, redirect
 //! loops, garbage, silence, oversized bodies) and UDP trackers on tokio UdpSockets (plain,
-//! lossy, chatty, refusing, silent). Every test runs inside `tokio_uring::start`, as the
+//! lossy, chatty, refusing, silent). Every test runs inside `spate::runtime::start`, as the
 //! engine will, and is cut off after `TEST_LIMIT`.
 
 use spate::announce::{
@@ -33,7 +33,7 @@ const HASH: InfoHash = InfoHash([
 const PEER_ID: PeerId = PeerId(*b"-SP0100-abcdefghijkl");
 
 fn run<F: Future<Output = ()>>(test: F) {
-    tokio_uring::start(async {
+    spate::runtime::start(async {
         tokio::time::timeout(TEST_LIMIT, test)
             .await
             .expect("test ran past its time limit");

@@ -472,7 +472,7 @@ fn the_announcer_finds_the_other_peer_over_http_and_udp() {
     let tracker = start_tracker(ServerConfig::default());
     let http_url = format!("http://{}/announce", tracker.http_addr.unwrap());
     let udp_url = format!("udp://{}/announce", tracker.udp_addr.unwrap());
-    tokio_uring::start(async {
+    spate::runtime::start(async {
         let client = http_client(&HttpConfig {
             timeout: REPLY_LIMIT,
             ..HttpConfig::default()

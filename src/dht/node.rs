@@ -495,7 +495,7 @@ mod tests {
     /// it there; a forged announce is refused.
     #[test]
     fn a_peer_announced_by_one_node_is_found_by_another() {
-        tokio_uring::start(async {
+        crate::runtime::start(async {
             let router = node(&[]);
             let seeder = node(&[&router]);
             let leecher = node(&[&router]);
@@ -526,7 +526,7 @@ mod tests {
     /// IPv4, and each family's table holds only its own nodes.
     #[test]
     fn a_node_on_every_address_serves_both_families() {
-        tokio_uring::start(async {
+        crate::runtime::start(async {
             let router = node_on("[::]:0", Vec::new());
             assert_eq!(router.families.len(), 2, "an IPv4 and an IPv6 node");
             let port = router.local_addr().unwrap().port();

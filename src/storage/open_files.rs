@@ -121,7 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"x").unwrap();
-        tokio_uring::start(async {
+        crate::runtime::start(async {
             let table = Rc::new(HandleTable::new(1, 4));
             let opens = Rc::new(Cell::new(0));
             let mut tasks = Vec::new();
@@ -149,7 +149,7 @@ mod tests {
     fn a_failed_open_is_reported_and_the_next_caller_tries_again() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("later");
-        tokio_uring::start(async {
+        crate::runtime::start(async {
             let table = HandleTable::new(1, 4);
             let missing = table.get_or_open(0, || File::open(&path)).await;
             assert!(missing.is_err());

@@ -39,7 +39,7 @@ fn chunk_of(pool: &BufferPool, bytes: &[u8]) -> Chunk {
 fn writes_split_at_file_boundaries_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
     let sizes = [(5, false), (0, false), (4, true), (30, false)];
-    tokio_uring::start(async {
+    crate::runtime::start(async {
         let config = StorageConfig {
             max_open_files: 1, // forces closing and reopening
             ..StorageConfig::default()
@@ -76,7 +76,7 @@ fn writes_split_at_file_boundaries_and_read_back() {
 #[test]
 fn reading_a_missing_file_is_an_error_and_read_only_never_creates() {
     let dir = tempfile::tempdir().unwrap();
-    tokio_uring::start(async {
+    crate::runtime::start(async {
         let config = StorageConfig {
             writable: false,
             ..StorageConfig::default()
@@ -92,7 +92,7 @@ fn reading_a_missing_file_is_an_error_and_read_only_never_creates() {
 fn after_one_byte(preallocate: bool) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    tokio_uring::start(async {
+    crate::runtime::start(async {
         let config = StorageConfig {
             preallocate,
             write_paths: WritePaths::Buffered,
@@ -145,7 +145,7 @@ fn direct_and_buffered_writes_give_the_same_files() {
     for write_paths in [WritePaths::Direct, WritePaths::Buffered, adaptive] {
         let dir = tempfile::tempdir().unwrap();
         let data = &data;
-        tokio_uring::start(async move {
+        crate::runtime::start(async move {
             let config = StorageConfig {
                 write_paths,
                 ..StorageConfig::default()
@@ -201,7 +201,7 @@ fn staged_writes_fill_their_bounce_buffers_through_the_hash_pass() {
     let data: Vec<u8> = (0..total).map(|i| (i * 13 + i / 4096) as u8).collect();
     let dir = tempfile::tempdir().unwrap();
     let data = &data;
-    tokio_uring::start(async move {
+    crate::runtime::start(async move {
         let s = storage(dir.path(), &sizes, StorageConfig::default());
         let pool = BufferPool::new(BLOCK, 16);
         let mut hasher = PieceHasher::default();
