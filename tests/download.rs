@@ -204,6 +204,36 @@ fn resume_after(signal: &str) {
     );
 }
 
+/// A download waiting for its first peer creates its files at their full size meanwhile (a
+/// thread of its own uses the wait, so the transfer does not stall on it); interrupted and
+/// run again with a seeder, it completes byte-exact over those files.
+#[test]
+fn a_download_waiting_for_peers_creates_its_files_meanwhile() {
+    let fx = Fixture::multi();
+    let out = fx.out_dir("leech");
+    let waiting = start_leecher(&fx.torrent, &out, &[]);
+    for f in &fx.meta.info.files {
+        let path = out.join(&f.path);
+        let created = common::clients::poll_until(Duration::from_secs(10), || {
+            let len = std::fs::metadata(&path).ok()?.len();
+            (len == f.length).then_some(())
+        });
+        assert!(
+            created.is_some(),
+            "{} was not created at {} bytes",
+            f.path.display(),
+            f.length
+        );
+    }
+    waiting.signal("TERM");
+    let stopped = waiting.wait(Duration::from_secs(10));
+    assert_eq!(stopped.status.code(), Some(130), "{}", stderr(&stopped));
+    let (_seeder, out, leecher) = leech_from_seeder(&fx, &[]);
+    let report = report_of(&leecher.wait(LIMIT));
+    fx.assert_same_files(&out);
+    assert_eq!(report["hash_failures"], 0);
+}
+
 #[test]
 fn resumes_after_sigkill_without_refetching_verified_pieces() {
     resume_after("KILL");

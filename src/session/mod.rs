@@ -311,6 +311,9 @@ async fn run_torrent(
     let storage = Rc::new(Storage::new(&config.out_dir, &meta.info, storage_config));
     let pool = Arc::clone(&hub.hash_pool);
     let have = initial_have(&meta, config, hub, &mut on_progress).await;
+    if !have.all() {
+        storage.create_files_ahead();
+    }
     let (verifier, mut verdicts) = Verifier::new(
         Arc::clone(&pool),
         Arc::new(meta.info.pieces.clone()),

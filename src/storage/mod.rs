@@ -2,12 +2,14 @@
 //! Owns the file handles (opened lazily, at most `max_open_files` at once, parents created,
 //! sparse unless preallocation is asked for) and turns a byte range of the torrent into
 //! positioned reads and vectored writes on the right files, splitting at file boundaries.
-//! Padding files are never written and read as zeros. Paths were checked safe by metainfo;
-//! nothing here resolves a path that did not come from there.
+//! Padding files are never written and read as zeros. A download's files are created (and
+//! reserved) ahead by a thread while it waits for its first peers (`ahead`). Paths were checked
+//! safe by metainfo; nothing here resolves a path that did not come from there.
 //!
 //! Must run inside a tokio-uring runtime. Every call takes `&self`, so many reads and writes
 //! can be in flight at once from different tasks.
 
+mod ahead;
 mod direct;
 mod open_files;
 mod staged;
@@ -16,6 +18,7 @@ mod write_path;
 use crate::buffer::{copy_from_chunks, cut_chunks, Chunk};
 use crate::layout::Layout;
 use crate::metainfo::Info;
+use ahead::Ahead;
 use direct::{aligned_middle, AlignedBuf, BouncePool};
 use open_files::HandleTable;
 pub use staged::StagedWrite;
@@ -118,6 +121,8 @@ pub struct Storage {
     /// many workers writing one file contend on its inode lock (measured: unbounded
     /// concurrency cost several CPU seconds per GiB in the kernel).
     write_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The thread that creates files while the download waits for its peers.
+    ahead: std::sync::Arc<Ahead>,
 }
 
 impl Storage {
@@ -148,6 +153,7 @@ impl Storage {
             )),
             config,
             dirty: RefCell::new(vec![false; n]),
+            ahead: Ahead::new(n),
         }
     }
 
@@ -377,6 +383,24 @@ impl Storage {
         Ok(())
     }
 
+    /// Creates the selected files, and reserves them when preallocating, on a thread of its
+    /// own until the download first opens one itself (see `ahead`). For a download that has
+    /// checked its data: files made during the check would be read back as zeros.
+    pub fn create_files_ahead(&self) {
+        if !self.config.writable {
+            return;
+        }
+        let jobs = (self.layout.files().iter().enumerate())
+            .filter(|&(i, span)| !span.pad && self.is_selected(i))
+            .map(|(file, span)| ahead::Job {
+                file,
+                path: self.paths[file].clone(),
+                reserve: (self.config.preallocate && span.length > 0).then_some(span.length),
+            })
+            .collect();
+        self.ahead.spawn(jobs);
+    }
+
     fn is_selected(&self, file: usize) -> bool {
         (self.config.selected_files.as_ref()).is_none_or(|s| s.get(file).copied().unwrap_or(false))
     }
@@ -392,6 +416,7 @@ impl Storage {
         if !self.config.writable {
             return File::open(path).await;
         }
+        self.ahead.stop();
         if let Some(parent) = path.parent() {
             tokio_uring::fs::create_dir_all(parent).await?;
         }
@@ -409,7 +434,8 @@ impl Storage {
             Err(e) => return Err(e),
         };
         let length = self.layout.files()[file].length;
-        if self.config.preallocate && length > 0 && self.is_selected(file) {
+        let reserve = self.config.preallocate && length > 0 && self.is_selected(file);
+        if reserve && !self.ahead.is_reserved(file) {
             match handle.fallocate(0, length, 0).await {
                 Ok(()) => {}
                 // No fallocate here, or no room for the whole file: the file stays sparse

@@ -123,6 +123,90 @@ fn preallocation_reserves_full_size_and_sparse_does_not() {
     );
 }
 
+/// Waits (at most 10 s) until `path` exists with `len` bytes.
+fn wait_for_file(path: &Path, len: u64) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(path).map(|m| m.len()).ok() != Some(len) {
+        assert!(
+            Instant::now() < deadline,
+            "{} never reached {len} bytes",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn files_created_ahead_are_the_selected_ones_reserved_in_full() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [
+        (1 << 20, false),
+        (4096, true),
+        (300_000, false),
+        (0, false),
+        (8192, false),
+    ];
+    let config = StorageConfig {
+        preallocate: true,
+        selected_files: Some(vec![true, true, true, true, false]),
+        ..StorageConfig::default()
+    };
+    let s = storage(dir.path(), &sizes, config);
+    s.create_files_ahead();
+    for (i, len) in [(0, 1 << 20), (2, 300_000), (3, 0)] {
+        let path = dir.path().join(format!("d/f{i}"));
+        wait_for_file(&path, len);
+        let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+        assert!(
+            allocated >= len,
+            "f{i}: {allocated} of {len} bytes reserved"
+        );
+    }
+    // The thread has gone through every job once the last selected file is there.
+    assert!(s.ahead.is_reserved(0) && s.ahead.is_reserved(2));
+    assert!(
+        !dir.path().join("d/f1").exists(),
+        "padding is never created"
+    );
+    assert!(
+        !dir.path().join("d/f4").exists(),
+        "an unselected file is not created"
+    );
+}
+
+#[test]
+fn files_created_ahead_stop_at_the_downloads_first_open_and_never_when_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let sizes = [(4096, false), (4096, false)];
+    let config = StorageConfig {
+        preallocate: true,
+        ..StorageConfig::default()
+    };
+    let s = storage(dir.path(), &sizes, config.clone());
+    crate::runtime::start(async {
+        let pool = BufferPool::new(16, 1);
+        s.write(0, vec![chunk_of(&pool, b"x")]).await.unwrap();
+    });
+    s.create_files_ahead();
+    let read_only = StorageConfig {
+        writable: false,
+        ..config
+    };
+    let other = tempfile::tempdir().unwrap();
+    storage(other.path(), &sizes, read_only).create_files_ahead();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !dir.path().join("d/f1").exists(),
+        "the download opened a file itself, so the thread created nothing"
+    );
+    assert!(!s.ahead.is_reserved(0) && !s.ahead.is_reserved(1));
+    assert!(
+        !other.path().join("d").exists(),
+        "a read-only torrent creates nothing"
+    );
+}
+
 /// Runs of blocks written out of order across files whose boundaries fall mid-page: each
 /// write's aligned middle goes direct, its partial pages through the page cache, and every
 /// byte reads back, with buffered writes alone as the reference, and with the adaptive
