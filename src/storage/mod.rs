@@ -451,6 +451,14 @@ impl Storage {
     }
 }
 
+impl Drop for Storage {
+    /// A download that ends (or fails) before its first write leaves no thread creating its
+    /// files behind it.
+    fn drop(&mut self) {
+        self.ahead.stop();
+    }
+}
+
 /// Writes the bytes of `chunks` (a run at `offset` of the file) outside its aligned
 /// `middle`, through the page cache.
 fn write_edges(
