@@ -546,12 +546,31 @@ async fn drive(
             _ = async { shutdown.as_ref().expect("guarded").notified().await }, if shutdown.is_some() => break,
         }
     }
+    settle_verdicts(ctx).await;
     save_resume(meta, config, ctx).await?;
     Ok(if completed_at.is_some() {
         Ending::Complete
     } else {
         Ending::Interrupted
     })
+}
+
+/// Before an interrupted download's last save: lets the writes that already completed reach
+/// the verifier and the verdicts in flight arrive, so a piece that was whole on disk when the
+/// signal came is kept, not fetched again. Done once nothing is awaited on two looks a
+/// millisecond apart (each sleep lets the runtime reap completions), or after 250 ms.
+async fn settle_verdicts(ctx: &ConnContext) {
+    const LIMIT: Duration = Duration::from_millis(250);
+    let deadline = Instant::now() + LIMIT;
+    let mut quiet_looks = 0;
+    while quiet_looks < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if ctx.torrent.borrow().verdicts_awaited() == 0 {
+            quiet_looks += 1;
+        } else {
+            quiet_looks = 0;
+        }
+    }
 }
 
 /// Flushes the data, then records which pieces are verified.

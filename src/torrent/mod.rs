@@ -952,6 +952,7 @@ impl Torrent {
 
     /// Applies a hash verdict. Returns the peers to disconnect (banned for bad data).
     pub fn on_verdict(&mut self, v: HashVerdict, now: Instant) -> Vec<PeerKey> {
+        self.verifier.verdict_received();
         self.progress.remove(&v.piece.0);
         self.reorder.forget(v.piece.0);
         stats::record(
@@ -977,6 +978,11 @@ impl Torrent {
             }
         }
         kick
+    }
+
+    /// Pieces complete and written whose hash verdicts are still to come.
+    pub fn verdicts_awaited(&self) -> usize {
+        self.verifier.awaiting_verdicts()
     }
 
     /// Reading `piece` from disk to upload it failed: it is missing now. Queued requests for

@@ -12,7 +12,7 @@
 use crate::buffer::Chunk;
 use crate::hash::{CopyPlan, HashPlacement, HashPool, PieceHasher};
 use crate::types::PieceIndex;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -47,6 +47,8 @@ pub struct Verifier {
     placement: HashPlacement,
     /// Blocks fed on the I/O thread and not hashed yet, in the order they were fed.
     fed: RefCell<Vec<(PieceIndex, Vec<Chunk>)>>,
+    /// Pieces finished whose verdicts have not been received yet.
+    awaiting_verdicts: Cell<usize>,
 }
 
 impl Verifier {
@@ -68,6 +70,7 @@ impl Verifier {
             verdicts: tx,
             placement,
             fed: RefCell::default(),
+            awaiting_verdicts: Cell::new(0),
         };
         (v, rx)
     }
@@ -114,6 +117,7 @@ impl Verifier {
         let expected = self.expected[piece.as_usize()];
         let tx = self.verdicts.clone();
         let small = tail.is_none();
+        self.awaiting_verdicts.set(self.awaiting_verdicts.get() + 1);
         self.run(shard, small, move || {
             let mut h = shards.0[shard]
                 .lock()
@@ -126,6 +130,17 @@ impl Verifier {
             let ok = h.finish() == expected;
             let _ = tx.send(HashVerdict { piece, ok, since });
         });
+    }
+
+    /// Counts one verdict as received from the channel.
+    pub fn verdict_received(&self) {
+        self.awaiting_verdicts
+            .set(self.awaiting_verdicts.get().saturating_sub(1));
+    }
+
+    /// Pieces finished (complete and written) whose verdicts have not been received yet.
+    pub fn awaiting_verdicts(&self) -> usize {
+        self.awaiting_verdicts.get()
     }
 
     /// Forgets a piece's running hash (its data is being fetched again).
@@ -168,6 +183,28 @@ mod tests {
         buf.extend_from_slice(bytes);
         let len = buf.len();
         vec![Chunk::new(buf.freeze(), 0..len)]
+    }
+
+    /// A finished piece is awaited until its verdict is received, whichever way it went.
+    #[test]
+    fn finished_pieces_are_awaited_until_their_verdicts_are_received() {
+        let expected = Arc::new(vec![sha1(&[1; 64]), sha1(&[2; 64])]);
+        let pool = BufferPool::new(64, 4);
+        let (v, mut verdicts) =
+            Verifier::new(Arc::new(HashPool::new(1)), expected, HashPlacement::Workers);
+        v.feed(PieceIndex(0), chunk_of(&pool, &[1; 64]));
+        v.feed(PieceIndex(1), chunk_of(&pool, &[9; 64]));
+        v.finish(PieceIndex(0), None, Instant::now());
+        v.finish(PieceIndex(1), None, Instant::now());
+        assert_eq!(v.awaiting_verdicts(), 2);
+        let mut oks = Vec::new();
+        for left in [1, 0] {
+            oks.push(verdicts.blocking_recv().expect("a verdict").ok);
+            v.verdict_received();
+            assert_eq!(v.awaiting_verdicts(), left);
+        }
+        oks.sort();
+        assert_eq!(oks, [false, true]);
     }
 
     /// Piece 0 arrives in order, piece 1 has a tail re-read from disk, piece 2 is corrupt and
