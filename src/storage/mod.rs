@@ -395,10 +395,16 @@ impl Storage {
             .map(|(file, span)| ahead::Job {
                 file,
                 path: self.paths[file].clone(),
-                reserve: (self.config.preallocate && span.length > 0).then_some(span.length),
+                reserve: self.reserves(file).then_some(span.length),
             })
             .collect();
         self.ahead.spawn(jobs);
+    }
+
+    /// Whether `file` is reserved in full when it is first created (by `ahead` or by
+    /// `open_file`): only when preallocating, and only a selected file with bytes in it.
+    fn reserves(&self, file: usize) -> bool {
+        self.config.preallocate && self.layout.files()[file].length > 0 && self.is_selected(file)
     }
 
     fn is_selected(&self, file: usize) -> bool {
@@ -434,8 +440,7 @@ impl Storage {
             Err(e) => return Err(e),
         };
         let length = self.layout.files()[file].length;
-        let reserve = self.config.preallocate && length > 0 && self.is_selected(file);
-        if reserve && !self.ahead.is_reserved(file) {
+        if self.reserves(file) && !self.ahead.is_reserved(file) {
             match handle.fallocate(0, length, 0).await {
                 Ok(()) => {}
                 // No fallocate here, or no room for the whole file: the file stays sparse
